@@ -1,0 +1,44 @@
+"""covsim — a JAX simulator for the theory of coverage in next-token prediction.
+
+Reference: F. Chen et al., "The Coverage Principle: How Pre-Training Enables
+Post-Training", arXiv 2510.15020 (ICLR 2026). Formulas are in docs/THEORY.md.
+"""
+
+# from covsim import bounds  # (added once bounds.py lands)
+from covsim.exact import (
+    Bracket,
+    coverage_bracket,
+    enumerate_sequences,
+    hellinger2,
+    inherent_variance,
+    kl,
+    per_step_hellinger2,
+    per_step_kl,
+)
+from covsim.metrics import MCEstimate, coverage, pass_at_k, pass_at_n, stopped_kl
+from covsim.models import LinearModel, TabularModel, log_prob, next_token_log_probs, sample, token_log_probs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TabularModel",
+    "LinearModel",
+    "log_prob",
+    "token_log_probs",
+    "next_token_log_probs",
+    "sample",
+    "kl",
+    "hellinger2",
+    "inherent_variance",
+    "per_step_kl",
+    "per_step_hellinger2",
+    "coverage",
+    "coverage_bracket",
+    "Bracket",
+    "MCEstimate",
+    "enumerate_sequences",
+    "stopped_kl",
+    "pass_at_n",
+    "pass_at_k",
+    "bounds",
+]

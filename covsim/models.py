@@ -1,0 +1,284 @@
+r"""Finite-context autoregressive sequence models.
+
+Every instance of arXiv 2510.15020 that covsim simulates is an autoregressive law
+whose next-token distribution depends on the prompt index ``x``, the position ``h``
+and (at most) the previous token ``u = y_{h-1}``:
+
+.. math::
+
+    \pi(y \mid x) = \prod_{h=1}^{H} \pi(y_h \mid x, h, y_{h-1}),
+
+with ``u = V`` (the start context, "BOS") at the first position. Two concrete
+models are provided:
+
+- :class:`TabularModel` — arbitrary logits ``logits[x, h, u, v]``;
+- :class:`LinearModel` — the paper's autoregressive linear model (v2 Eq. 3),
+  ``logits = features @ theta``.
+
+The prompt, position and previous-token axes may have size 1 and then broadcast.
+Models act on one sequence (``log_prob(model, x, y)``); use ``jax.vmap`` for batches.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from covsim._validate import check_key
+
+__all__ = [
+    "TabularModel",
+    "LinearModel",
+    "SequenceModel",
+    "next_token_log_probs",
+    "step_log_probs",
+    "log_prob",
+    "sample",
+]
+
+
+def _resolve_horizon(position_axis: int, horizon: int | None, name: str) -> int:
+    if horizon is None:
+        if position_axis == 1:
+            raise ValueError(
+                f"{name}: the position axis has size 1, so `horizon` must be given "
+                "(the sequence length H); got horizon=None"
+            )
+        return int(position_axis)
+    horizon = int(horizon)
+    if horizon < 1:
+        raise ValueError(f"{name}: horizon must be a positive integer, got {horizon}")
+    if position_axis not in (1, horizon):
+        raise ValueError(
+            f"{name}: the position axis has size {position_axis} but horizon={horizon}; "
+            "it must be 1 (broadcast) or equal to horizon"
+        )
+    return horizon
+
+
+def _check_context_axes(shape: tuple[int, ...], name: str, what: str) -> None:
+    """Check ``shape = (P, H, U, V, ...)`` with ``U`` in {1, V + 1}."""
+    if len(shape) < 4:
+        raise ValueError(
+            f"{name}: {what} must have shape (P, H, V+1, V{', d' if what == 'features' else ''}), "
+            f"got shape {shape}"
+        )
+    vocab = shape[3]
+    if vocab < 1:
+        raise ValueError(f"{name}: vocabulary size must be >= 1, got {vocab}")
+    if shape[2] not in (1, vocab + 1):
+        raise ValueError(
+            f"{name}: the previous-token axis of {what} has size {shape[2]}; it must be 1 "
+            f"(broadcast) or V+1 = {vocab + 1} (index V is the start context)"
+        )
+
+
+class TabularModel(eqx.Module):
+    r"""Tabular finite-context model: :math:`\pi(v\mid x,h,u) = \mathrm{softmax}(\text{logits}[x,h,u])_v`.
+
+    **Arguments:**
+
+    - `logits`: array of shape ``(P, H, V+1, V)``; ``logits[x, h, u, v]`` is the logit of
+      token ``v`` at position ``h`` (0-based) of prompt ``x`` after previous token ``u``;
+      ``u = V`` is the start context used at ``h = 0``. The P, H and V+1 axes may have
+      size 1 (broadcast). Entries may be ``-inf`` (probability exactly 0), but every
+      context needs at least one finite logit.
+    - `horizon`: the sequence length H; required when the position axis has size 1.
+    """
+
+    logits: Array
+    horizon: int = eqx.field(static=True)
+
+    def __init__(self, logits, horizon: int | None = None):
+        logits = jnp.asarray(logits)
+        if not jnp.issubdtype(logits.dtype, jnp.floating):
+            logits = logits.astype(jnp.result_type(float))
+        _check_context_axes(logits.shape, "TabularModel", "logits")
+        if logits.ndim != 4:
+            raise ValueError(
+                f"TabularModel: logits must have shape (P, H, V+1, V), got shape {logits.shape}"
+            )
+        self.horizon = _resolve_horizon(logits.shape[1], horizon, "TabularModel")
+        self.logits = logits
+
+    @property
+    def vocab_size(self) -> int:
+        return self.logits.shape[-1]
+
+    @property
+    def num_prompts(self) -> int:
+        """Size of the prompt axis (1 means: the same law for every prompt)."""
+        return self.logits.shape[-4]
+
+
+class LinearModel(eqx.Module):
+    r"""Autoregressive linear model (arXiv 2510.15020 v2, Eq. 3).
+
+    .. math::
+
+        \pi_\theta(v \mid x, h, u) = \frac{\exp\langle\theta, \phi(x,h,u,v)\rangle}
+        {\sum_{v'} \exp\langle\theta, \phi(x,h,u,v')\rangle}.
+
+    **Arguments:**
+
+    - `features`: array ``(P, H, V+1, V, d)``; P, H and V+1 axes may have size 1.
+    - `theta`: parameter vector ``(d,)``.
+    - `horizon`: the sequence length H; required when the position axis has size 1.
+    """
+
+    features: Array
+    theta: Array
+    horizon: int = eqx.field(static=True)
+
+    def __init__(self, features, theta, horizon: int | None = None):
+        features = jnp.asarray(features)
+        theta = jnp.asarray(theta)
+        if not jnp.issubdtype(features.dtype, jnp.floating):
+            features = features.astype(jnp.result_type(float))
+        if not jnp.issubdtype(theta.dtype, jnp.floating):
+            theta = theta.astype(features.dtype)
+        if features.ndim != 5:
+            raise ValueError(
+                "LinearModel: features must have shape (P, H, V+1, V, d), "
+                f"got shape {features.shape}"
+            )
+        _check_context_axes(features.shape, "LinearModel", "features")
+        if theta.shape != features.shape[-1:]:
+            raise ValueError(
+                f"LinearModel: theta must have shape (d,) = ({features.shape[-1]},) to match "
+                f"features {features.shape}, got shape {theta.shape}"
+            )
+        self.horizon = _resolve_horizon(features.shape[1], horizon, "LinearModel")
+        self.features = features
+        self.theta = theta
+
+    @property
+    def vocab_size(self) -> int:
+        return self.features.shape[-2]
+
+    @property
+    def num_prompts(self) -> int:
+        """Size of the prompt axis (1 means: the same law for every prompt)."""
+        return self.features.shape[-5]
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[-1]
+
+    def logits(self) -> Array:
+        """The logits ``features @ theta``, shape ``(P, H, V+1, V)`` (broadcast axes kept)."""
+        return self.features @ self.theta
+
+
+SequenceModel = TabularModel | LinearModel
+
+
+def _logits(model: SequenceModel) -> Array:
+    if isinstance(model, TabularModel):
+        return model.logits
+    if isinstance(model, LinearModel):
+        return model.logits()
+    raise TypeError(f"expected a TabularModel or LinearModel, got {type(model).__name__}")
+
+
+def next_token_log_probs(model: SequenceModel) -> Array:
+    r"""All next-token log-probabilities :math:`\log\pi(v\mid x,h,u)`.
+
+    **Returns:** an array ``(P, H, U, V)`` normalized over the last axis, where the P,
+    H and U axes keep the model's broadcast sizes (1 or full).
+    """
+    return jax.nn.log_softmax(_logits(model), axis=-1)
+
+
+def step_log_probs(table: Array, h) -> Array:
+    """Slice a ``(P, H, U, V)`` table at position ``h`` (handles a broadcast H axis).
+
+    Returns ``(P, U, V)``. ``h`` may be traced.
+    """
+    if table.shape[1] == 1:
+        return table[:, 0]
+    return jax.lax.dynamic_index_in_dim(table, h, axis=1, keepdims=False)
+
+
+def _context_indices(table: Array, x, y: Array):
+    """Index arrays (x, h, u) selecting the context of each token of ``y``."""
+    horizon = y.shape[-1]
+    vocab = table.shape[-1]
+    prev = jnp.concatenate([jnp.full((1,), vocab, dtype=y.dtype), y[:-1]])
+    h_idx = jnp.arange(horizon) if table.shape[1] > 1 else jnp.zeros(horizon, dtype=int)
+    u_idx = prev if table.shape[2] > 1 else jnp.zeros_like(prev)
+    x_idx = jnp.broadcast_to(x, (horizon,)) if table.shape[0] > 1 else jnp.zeros(horizon, dtype=int)
+    return x_idx, h_idx, u_idx
+
+
+def token_log_probs(model: SequenceModel, x, y: Array) -> Array:
+    r"""Per-token log-probabilities :math:`\log\pi(y_h\mid x, y_{<h})`, shape ``(H,)``."""
+    table = next_token_log_probs(model)
+    x_idx, h_idx, u_idx = _context_indices(table, x, y)
+    return table[x_idx, h_idx, u_idx, y]
+
+
+def log_prob(model: SequenceModel, x, y: Array) -> Array:
+    r"""Sequence log-probability :math:`\log\pi(y\mid x) = \sum_h \log\pi(y_h\mid x,y_{<h})`.
+
+    **Arguments:**
+
+    - `model`: a :class:`TabularModel` or :class:`LinearModel`.
+    - `x`: prompt index (integer scalar).
+    - `y`: response, integer array of shape ``(H,)`` with tokens in ``[0, V)``.
+
+    **Returns:** a scalar (``-inf`` when ``y`` has probability 0). vmap for batches.
+    """
+    y = jnp.asarray(y)
+    if y.ndim != 1 or y.shape[0] != model.horizon:
+        raise ValueError(
+            f"log_prob: y must have shape (H,) = ({model.horizon},), got shape {y.shape}; "
+            "use jax.vmap for a batch of sequences"
+        )
+    return jnp.sum(token_log_probs(model, x, y))
+
+
+def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Array]:
+    r"""Draw ``n`` i.i.d. pairs :math:`x\sim\mu`, :math:`y\sim\pi(\cdot\mid x)`.
+
+    Sampling is a ``lax.scan`` over positions with pre-split keys.
+
+    **Arguments:**
+
+    - `model`: the law to sample from.
+    - `mu`: prompt distribution, shape ``(P,)``.
+    - `n`: number of sequences (static Python int).
+    - `key`: a JAX PRNG key (keyword-only, required).
+
+    **Returns:** ``(x, y)`` with ``x`` of shape ``(n,)`` and ``y`` of shape ``(n, H)``
+    (integer arrays).
+    """
+    check_key(key, "sample")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"sample: n must be a positive Python int, got {n!r}")
+    mu = jnp.asarray(mu)
+    if mu.ndim != 1:
+        raise ValueError(f"sample: mu must have shape (P,), got shape {mu.shape}")
+    table = next_token_log_probs(model)
+    if table.shape[0] not in (1, mu.shape[0]):
+        raise ValueError(
+            f"sample: mu has P={mu.shape[0]} prompts but the model has {table.shape[0]}"
+        )
+    vocab = table.shape[-1]
+    key_x, key_y = jax.random.split(key)
+    x = jax.random.categorical(key_x, jnp.log(mu), shape=(n,))
+    step_keys = jax.random.split(key_y, model.horizon)
+    x_idx = x if table.shape[0] > 1 else jnp.zeros_like(x)
+
+    def step(prev, inputs):
+        h, k = inputs
+        logp = step_log_probs(table, h)  # (P, U, V)
+        u_idx = prev if table.shape[2] > 1 else jnp.zeros_like(prev)
+        tok = jax.random.categorical(k, logp[x_idx, u_idx], axis=-1)
+        return tok, tok
+
+    prev0 = jnp.full((n,), vocab, dtype=x.dtype)
+    _, ys = jax.lax.scan(step, prev0, (jnp.arange(model.horizon), step_keys))
+    return x, ys.T
