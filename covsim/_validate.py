@@ -63,7 +63,7 @@ def check_thresholds(N, where: str, *, strict: bool = False):
     bad = np.isnan(values) | ((values <= 1) if strict else (values < 1))
     if np.any(bad):
         allowed = "> 1" if strict else ">= 1"
-        raise ValueError(f"{where}: N must be {allowed}, got {values[bad].ravel()[0]!r}")
+        raise ValueError(f"{where}: N must be {allowed}, got {float(values[bad].ravel()[0])!r}")
 
 
 def check_pair(p, q, mu, where: str) -> None:
