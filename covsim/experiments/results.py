@@ -16,6 +16,8 @@ from covsim.experiments.check import to_jsonable
 
 __all__ = ["ResultTable", "atomic_write_text", "atomic_write_json", "read_json"]
 
+_MISSING = object()
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Write `text` to `path` atomically (temp file in the same folder, then `os.replace`)."""
@@ -133,8 +135,14 @@ class ResultTable:
             r for r in self.rows if all(k in r and r[k] == v for k, v in equal_filters.items())
         )
 
-    def column(self, name: str) -> np.ndarray:
-        """One column as a numpy array (KeyError if a row lacks it)."""
+    def column(self, name: str, default: Any = _MISSING) -> np.ndarray:
+        """One column as a numpy array.
+
+        A row that lacks the column raises KeyError, unless `default` is given (e.g.
+        ``np.nan`` for tables that mix cell kinds with different metrics).
+        """
+        if default is not _MISSING:
+            return np.asarray([r.get(name, default) for r in self.rows])
         try:
             return np.asarray([r[name] for r in self.rows])
         except KeyError:
