@@ -17,6 +17,7 @@ inputs (enable float64 for exact work).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -111,7 +112,10 @@ def _accumulate(p_table: Array, mu: Array, horizon: int, context_value) -> Array
 
 def _pair_tables(p: SequenceModel, q: SequenceModel, mu, where: str):
     check_pair(p, q, mu, where)
-    mu = jnp.asarray(mu)
+    return _tables(p, q, jnp.asarray(mu))
+
+
+def _tables(p: SequenceModel, q: SequenceModel, mu):
     lp = next_token_log_probs(p)
     lq = next_token_log_probs(q)
     dtype = jnp.result_type(lp.dtype, lq.dtype)
@@ -135,7 +139,13 @@ def kl(p: SequenceModel, q: SequenceModel, mu) -> Array:
     **Returns:** a scalar in nats; ``+inf`` when q gives probability 0 to a token that
     p can emit. Never NaN.
     """
-    lp, lq, mu = _pair_tables(p, q, mu, "kl")
+    check_pair(p, q, mu, "kl")
+    return _kl(p, q, jnp.asarray(mu))
+
+
+@jax.jit
+def _kl(p, q, mu):
+    lp, lq, mu = _tables(p, q, mu)
     vocab = lp.shape[-1]
 
     def per_context(h, lp_h):
@@ -159,7 +169,13 @@ def hellinger2(p: SequenceModel, q: SequenceModel, mu) -> Array:
 
     **Returns:** a scalar in [0, 1].
     """
-    lp, lq, mu = _pair_tables(p, q, mu, "hellinger2")
+    check_pair(p, q, mu, "hellinger2")
+    return _hellinger2(p, q, jnp.asarray(mu))
+
+
+@jax.jit
+def _hellinger2(p, q, mu):
+    lp, lq, mu = _tables(p, q, mu)
     vocab = lp.shape[-1]
     num_prompts = mu.shape[0]
     log_b0 = jnp.full((num_prompts, vocab + 1), -jnp.inf, dtype=lp.dtype).at[:, vocab].set(0.0)
@@ -196,6 +212,11 @@ def inherent_variance(model: LinearModel, mu) -> Array:
             f"inherent_variance: model must be a LinearModel, got {type(model).__name__}"
         )
     check_pair(model, model, mu, "inherent_variance")
+    return _inherent_variance(model, jnp.asarray(mu))
+
+
+@jax.jit
+def _inherent_variance(model, mu):
     table = next_token_log_probs(model)
     mu = jnp.asarray(mu, dtype=table.dtype)
     vocab = table.shape[-1]
@@ -294,6 +315,13 @@ def coverage_exact(p: SequenceModel, q: SequenceModel, mu, N) -> Array:
     (arXiv 2510.15020 v2, Def. 1.1). Returns an array with the shape of ``N``.
     """
     check_thresholds(N, "coverage")
+    check_pair(p, q, mu, "coverage")
+    _check_enumerable(p, mu, "coverage")
+    return _coverage_exact(p, q, jnp.asarray(mu), jnp.asarray(N))
+
+
+@jax.jit
+def _coverage_exact(p, q, mu, N):
     seq_lp, seq_lq, _ = enumerate_sequences(p, q, mu)
     mu = jnp.asarray(mu, dtype=seq_lp.dtype)
     log_t = _log_thresholds(N, seq_lp.dtype)
@@ -309,6 +337,13 @@ def stopped_kl_exact(p: SequenceModel, q: SequenceModel, mu, N) -> Array:
     (arXiv 2510.15020 v2, Prop. D.10; THEORY.md §3.6.) Shape of ``N``.
     """
     check_thresholds(N, "stopped_kl")
+    check_pair(p, q, mu, "stopped_kl")
+    _check_enumerable(p, mu, "stopped_kl")
+    return _stopped_kl_exact(p, q, jnp.asarray(mu), jnp.asarray(N))
+
+
+@jax.jit
+def _stopped_kl_exact(p, q, mu, N):
     seq_lp, _, (eps_sum,) = enumerate_sequences(p, q, mu, (per_step_kl(p, q),))
     mu = jnp.asarray(mu, dtype=seq_lp.dtype)
     log_n = jnp.log(jnp.asarray(N, dtype=seq_lp.dtype))
@@ -373,15 +408,20 @@ def _shift_saturating(state: Array, shift: Array, *, lower: bool):
     return moved, over[..., 0]
 
 
-def _mode_increment(weight: Array, lp_h: Array, lq_h: Array) -> Array:
-    """Per-prompt log-ratio increment of the most likely (u, v) transition, (P,)."""
+def _step_statistics(weight: Array, lp_h: Array, lq_h: Array):
+    """Per prompt: the increment of the most likely (u, v) transition, and the mean and
+    variance of the increment at this step (over the current marginal), all (P,)."""
     joint = weight[:, :, None] * jnp.exp(lp_h)
-    flat = joint.reshape(joint.shape[0], -1)
-    idx = jnp.argmax(flat, axis=1)
-    inc = (lp_h - jnp.where(jnp.isneginf(lq_h), 0.0, lq_h)).reshape(joint.shape[0], -1)
-    value = jnp.take_along_axis(inc, idx[:, None], axis=1)[:, 0]
-    finite = jnp.take_along_axis(jnp.isfinite(inc) & ~jnp.isneginf(lq_h.reshape(inc.shape)), idx[:, None], axis=1)[:, 0]
-    return jnp.where(finite, value, 0.0)
+    live = ~jnp.isneginf(lp_h) & ~jnp.isneginf(lq_h)
+    inc = jnp.where(live, lp_h - jnp.where(live, lq_h, 0.0), 0.0)
+    flat_joint = joint.reshape(joint.shape[0], -1)
+    idx = jnp.argmax(flat_joint, axis=1)
+    mode = jnp.take_along_axis(inc.reshape(inc.shape[0], -1), idx[:, None], axis=1)[:, 0]
+    mass = jnp.maximum(jnp.sum(flat_joint, axis=1), jnp.finfo(joint.dtype).tiny)
+    fin = jnp.where(live, joint, 0.0)
+    mean = jnp.sum(fin * inc, axis=(1, 2)) / mass
+    var = jnp.maximum(jnp.sum(fin * inc**2, axis=(1, 2)) / mass - mean**2, 0.0)
+    return mode, mean, var
 
 
 def coverage_bracket(p: SequenceModel, q: SequenceModel, mu, N, *, bins: int = 1024,
@@ -390,57 +430,66 @@ def coverage_bracket(p: SequenceModel, q: SequenceModel, mu, N, *, bins: int = 1
 
     The running log-ratio :math:`\Lambda_h = \sum_{j\le h}\delta_j`,
     :math:`\delta_j = \log p(y_j|\cdot) - \log q(y_j|\cdot)`, is tracked jointly with the
-    previous token on a grid of ``bins`` points of spacing Δ. Each increment is written
-    :math:`\delta = c_{x,h} + (\delta - c_{x,h})`, where :math:`c_{x,h}` is the increment
-    of the most likely transition (a deterministic per-(prompt, step) offset, so that
+    previous token on a per-prompt grid of ``bins`` points of spacing Δ_x. Each increment
+    is written :math:`\delta = c_{x,h} + (\delta - c_{x,h})`, where :math:`c_{x,h}` is the
+    increment of the most likely transition (a deterministic per-(prompt, step) offset, so
     near-deterministic steps cost no rounding), and the remainder is rounded **down**
     (lower bound) or **up** (upper bound) to the grid. Pathwise this gives
-    :math:`\Lambda^{lo}_h \le \Lambda_h \le \Lambda^{hi}_h`; mass leaving the grid is
-    handled so as to keep both inequalities (lower: dropped below, saturated above;
-    upper: saturated below, counted above). Increments of +inf (q = 0) go to an
-    absorbing counted state. The grid spans the thresholds plus ``depth`` nats below
-    (a path of p dips below −a with probability ≤ e^{−a}, so the bounds lose at most
-    ≈ e^{−depth} there). The width shrinks as ``bins`` grows.
+    :math:`\Lambda^{lo}_h \le \Lambda_h \le \Lambda^{hi}_h`; mass leaving the grid keeps
+    both inequalities (lower: dropped below, saturated above; upper: saturated below,
+    counted above). Increments of +inf (q = 0 < p) go to an absorbing counted state. The
+    offsets and the grid range are free choices — any choice gives valid bounds — and are
+    set from a first exact pass (the thresholds, the mean path and ±6 standard deviations
+    of the martingale part, at least ``depth`` nats below 0: a path of p dips below −a with
+    probability ≤ e^{−a}). The width shrinks as ``bins`` grows; for H steps with k
+    non-degenerate steps it is governed by P[|Λ − log N| ≲ k·Δ].
 
     Cost O(P·H·V²·bins) (O(P·H·V·bins) when neither law depends on the previous token).
-    Rounding uses a relative tolerance of 1e-9 bins against floating-point noise.
+    Rounding uses a tolerance of 1e-9 bins against floating-point noise in the increments.
 
     **Returns:** :class:`Bracket` of arrays with the shape of ``N``.
     """
     check_thresholds(N, "coverage")
     if not isinstance(bins, int) or bins < 8:
         raise ValueError(f"coverage: bins must be an integer >= 8, got {bins!r}")
-    lp, lq, mu = _pair_tables(p, q, mu, "coverage")
+    check_pair(p, q, mu, "coverage")
+    log_t = _log_thresholds(N, jnp.result_type(float))
+    lower, upper = _bracket(p, q, jnp.asarray(mu), jnp.asarray(N), bins=bins, depth=depth)
+    return Bracket(lower.reshape(log_t.shape), upper.reshape(log_t.shape))
+
+
+@partial(jax.jit, static_argnames=("bins",))
+def _bracket(p, q, mu, N, *, bins, depth):
+    lp, lq, mu = _tables(p, q, mu)
     dtype = lp.dtype
     vocab, num_prompts, horizon = lp.shape[-1], mu.shape[0], p.horizon
-    log_t = _log_thresholds(N, dtype)
-    flat_t = log_t.reshape(-1)
+    flat_t = _log_thresholds(N, dtype).reshape(-1)
     per_prev = lp.shape[2] > 1 or lq.shape[2] > 1
     n_prev = vocab + 1 if per_prev else 1
+    prompt_weight = jnp.where(mu > 0, mu, 1.0)
 
-    # First pass: per-(prompt, step) offsets c and their totals C_x.
-    def offset_step(weight, h):
+    # First pass: per-(prompt, step) offsets c, and the mean / spread of Λ − C along h.
+    def stats_step(weight, h):
         lp_h = _full(step_log_probs(lp, h), num_prompts, vocab)
         lq_h = _full(step_log_probs(lq, h), num_prompts, vocab)
-        c = _mode_increment(weight, lp_h, lq_h)
-        return _advance(weight, lp_h), c
+        mode, mean, var = _step_statistics(weight / prompt_weight[:, None], lp_h, lq_h)
+        return _advance(weight, lp_h), (mode, mean - mode, var)
 
-    _, offsets = jax.lax.scan(offset_step, _initial_marginal(mu, vocab), jnp.arange(horizon))
+    _, (offsets, drift, var) = jax.lax.scan(stats_step, _initial_marginal(mu, vocab), jnp.arange(horizon))
     offsets = offsets.T  # (P, H)
-    total_offset = jnp.sum(offsets, axis=1)
-
-    # Grid in coordinates of Λ_h − C_x(h); final thresholds t − C_x.
-    rel_t = flat_t[None, :] - total_offset[:, None]  # (P, J)
-    hi = jnp.maximum(jnp.max(rel_t), 0.0)
-    lo = jnp.minimum(jnp.min(rel_t), 0.0) - depth
-    step_size = (hi - lo) / (bins - 2)
-    zero_bin = jnp.ceil(-lo / step_size).astype(jnp.int32)
-    values = (jnp.arange(bins) - zero_bin) * step_size
+    path_mean = jnp.cumsum(drift.T, axis=1)  # (P, H): E[Λ_h − C_h] (finite part)
+    spread = 6.0 * jnp.sqrt(jnp.sum(var.T, axis=1))  # (P,)
+    rel_t = flat_t[None, :] - jnp.sum(offsets, axis=1)[:, None]  # (P, J): thresholds for Λ_H − C_H
+    hi = jnp.maximum(jnp.maximum(jnp.max(rel_t, axis=1), jnp.max(path_mean, axis=1)), 0.0) + spread + 1.0
+    lo = jnp.minimum(jnp.minimum(jnp.min(rel_t, axis=1), jnp.min(path_mean, axis=1)), 0.0) - jnp.maximum(spread, depth)
+    step_size = (hi - lo) / (bins - 2)  # (P,)
+    zero_bin = jnp.ceil(-lo / step_size).astype(jnp.int32)  # (P,)
+    values = (jnp.arange(bins)[None, :] - zero_bin[:, None]) * step_size[:, None]  # (P, G)
     eps = 1e-9
 
     def run(lower: bool):
         state0 = jnp.zeros((num_prompts, n_prev, bins), dtype=dtype)
-        state0 = state0.at[:, -1, zero_bin].set(mu)
+        state0 = state0.at[jnp.arange(num_prompts), -1, zero_bin].set(mu)
 
         def step(carry, inputs):
             state, absorbed = carry
@@ -453,8 +502,10 @@ def coverage_bracket(p: SequenceModel, q: SequenceModel, mu, N, *, bins: int = 1
             lq_h = jnp.broadcast_to(lq_h, (num_prompts, n_prev, vocab))
             prob = jnp.exp(lp_h)
             infinite = jnp.isneginf(lq_h) & ~jnp.isneginf(lp_h)
-            delta = jnp.where(infinite | jnp.isneginf(lp_h), 0.0, lp_h - jnp.where(jnp.isneginf(lq_h), 0.0, lq_h))
-            scaled = jnp.clip((delta - c[:, None, None]) / step_size, -2.0 * bins, 2.0 * bins)
+            live = ~jnp.isneginf(lp_h) & ~jnp.isneginf(lq_h)
+            delta = jnp.where(live, lp_h - jnp.where(live, lq_h, 0.0), 0.0)
+            scaled = (delta - c[:, None, None]) / step_size[:, None, None]
+            scaled = jnp.clip(scaled, -2.0 * bins, 2.0 * bins)
             shift = (jnp.floor(scaled + eps) if lower else jnp.ceil(scaled - eps)).astype(jnp.int32)
             moved, over = _shift_saturating(state[:, :, None, :], shift, lower=lower)
             finite_prob = jnp.where(infinite, 0.0, prob)
@@ -471,9 +522,7 @@ def coverage_bracket(p: SequenceModel, q: SequenceModel, mu, N, *, bins: int = 1
         init = (state0, jnp.zeros((num_prompts,), dtype=dtype))
         (state, absorbed), _ = jax.lax.scan(step, init, (jnp.arange(horizon), offsets.T))
         grid_mass = jnp.sum(state, axis=1)  # (P, G)
-        hit = (values[None, :, None] >= rel_t[:, None, :]).astype(dtype)  # (P, G, J)
+        hit = (values[:, :, None] >= rel_t[:, None, :]).astype(dtype)  # (P, G, J)
         return jnp.einsum("xk,xkj->j", grid_mass, hit) + jnp.sum(absorbed)
 
-    lower_value = jnp.clip(run(True), 0.0, 1.0)
-    upper_value = jnp.clip(run(False), 0.0, 1.0)
-    return Bracket(lower_value.reshape(log_t.shape), upper_value.reshape(log_t.shape))
+    return jnp.clip(run(True), 0.0, 1.0), jnp.clip(run(False), 0.0, 1.0)

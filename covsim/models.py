@@ -240,10 +240,25 @@ def log_prob(model: SequenceModel, x, y: Array) -> Array:
     return jnp.sum(token_log_probs(model, x, y))
 
 
+def _inverse_cdf(key: Array, log_probs: Array) -> Array:
+    """One token per row of ``log_probs`` (n, V) from a single uniform each.
+
+    Zero-probability tokens have an empty CDF interval and are never drawn. (One uniform
+    per token instead of V Gumbels: the sampler's cost is dominated by random bits.)
+    """
+    cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
+    u = jax.random.uniform(key, cdf.shape[:-1] + (1,), dtype=cdf.dtype)
+    tok = jnp.sum(cdf <= u * cdf[..., -1:], axis=-1)
+    return jnp.minimum(tok, log_probs.shape[-1] - 1)
+
+
 def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Array]:
     r"""Draw ``n`` i.i.d. pairs :math:`x\sim\mu`, :math:`y\sim\pi(\cdot\mid x)`.
 
-    Sampling is a ``lax.scan`` over positions with pre-split keys.
+    Sampling is a ``lax.scan`` over positions with pre-split keys, drawing each token by
+    inversion of its conditional CDF (one uniform per token; in float32 tokens whose
+    probability is below the CDF's resolution, about 6e-8, are never drawn — use float64
+    for rare-event Monte Carlo).
 
     **Arguments:**
 
@@ -268,7 +283,7 @@ def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Arra
         )
     vocab = table.shape[-1]
     key_x, key_y = jax.random.split(key)
-    x = jax.random.categorical(key_x, jnp.log(mu), shape=(n,))
+    x = _inverse_cdf(key_x, jnp.broadcast_to(jnp.log(mu), (n, mu.shape[0])))
     step_keys = jax.random.split(key_y, model.horizon)
     x_idx = x if table.shape[0] > 1 else jnp.zeros_like(x)
 
@@ -276,7 +291,7 @@ def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Arra
         h, k = inputs
         logp = step_log_probs(table, h)  # (P, U, V)
         u_idx = prev if table.shape[2] > 1 else jnp.zeros_like(prev)
-        tok = jax.random.categorical(k, logp[x_idx, u_idx], axis=-1)
+        tok = _inverse_cdf(k, logp[x_idx, u_idx])
         return tok, tok
 
     prev0 = jnp.full((n,), vocab, dtype=x.dtype)
