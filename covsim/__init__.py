@@ -4,7 +4,7 @@ Reference: F. Chen et al., "The Coverage Principle: How Pre-Training Enables
 Post-Training", arXiv 2510.15020 (ICLR 2026). Formulas are in docs/THEORY.md.
 """
 
-# from covsim import bounds  # (added once bounds.py lands)
+from covsim import bounds
 from covsim.exact import (
     Bracket,
     coverage_bracket,
