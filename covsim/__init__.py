@@ -4,7 +4,11 @@ Reference: F. Chen et al., "The Coverage Principle: How Pre-Training Enables
 Post-Training", arXiv 2510.15020 (ICLR 2026). Formulas are in docs/THEORY.md.
 """
 
-from covsim import bounds
+from covsim import bon, bounds, decoding, instances, selection
+from covsim.fit import fit_mle, fit_mle_finite
+from covsim.fit import sgd
+from covsim.fit.sgd import SGDConfig, TrainResult, default_config, make_optimizer, train
+from covsim.selection import offset_tournament, tournament
 from covsim.exact import (
     Bracket,
     coverage_bracket,
@@ -41,4 +45,18 @@ __all__ = [
     "pass_at_n",
     "pass_at_k",
     "bounds",
+    "fit_mle",
+    "fit_mle_finite",
+    "sgd",
+    "SGDConfig",
+    "TrainResult",
+    "make_optimizer",
+    "default_config",
+    "train",
+    "tournament",
+    "offset_tournament",
+    "selection",
+    "bon",
+    "decoding",
+    "instances",
 ]
