@@ -100,9 +100,11 @@ def loglog_figure(path, series: Sequence[Series | Mapping], *, xlabel: str, ylab
     zero is clipped to mean/1000. Returns `path`.
     """
     fig, ax = _new_figure()
+    plotted = 0
     for s in map(lambda o: _as(Series, o), series):
         x, mean = np.asarray(s.x, float), np.asarray(s.mean, float)
         ok = _positive(x, mean)
+        plotted += int(ok.sum())
         line, = ax.plot(x[ok], mean[ok], "o-", label=s.legend(), ms=4)
         if s.lo is not None and s.hi is not None:
             lo = np.maximum(np.asarray(s.lo, float), mean / 1000)
@@ -112,9 +114,13 @@ def loglog_figure(path, series: Sequence[Series | Mapping], *, xlabel: str, ylab
     for b in map(lambda o: _as(Curve, o), bounds or ()):
         x, y = np.asarray(b.x, float), np.asarray(b.y, float)
         ok = _positive(x, y)
+        plotted += int(ok.sum())
         ax.plot(x[ok], y[ok], "--", color="black" if not b.label else None, label=b.label or None)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if plotted:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:  # nothing positive to draw on log axes (e.g. a metric that is exactly 0)
+        ax.text(0.5, 0.5, "no positive values to plot", ha="center", transform=ax.transAxes)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

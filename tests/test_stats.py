@@ -197,3 +197,14 @@ def test_slope_fit_dict_round_trip_and_label():
     assert f.label("Cov_16").startswith("Cov_16: slope -0.5")
     bad = loglog_slope(X, np.zeros((6, 2)))
     assert bad.label("a") == "a: no fit"
+
+
+def test_binomial_tails_match_scipy():
+    from scipy.stats import binom
+
+    from covsim.experiments.stats import binom_cdf, binom_sf
+
+    for n, p in [(20, 0.25), (96, 0.05), (1000, 0.001)]:
+        for k in (-1, 0, 1, 3, 10, n):
+            assert binom_cdf(k, n, p) == pytest.approx(binom.cdf(k, n, p), abs=1e-12)
+            assert binom_sf(k, n, p) == pytest.approx(binom.sf(k, n, p), abs=1e-12)

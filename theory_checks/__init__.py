@@ -12,6 +12,21 @@ import importlib
 
 CHECK_NAMES: list[str] = [
     "inequalities",
+    "horizon",
+    "mle_rates",
+    "variance_lower_bound",
+    "missing_mass",
+    "tightness",
+    "sgd_horizon",
+    "sgd_lower_bound",
+    "normalized_sgd_rates",
+    "ttt",
+    "distillation",
+    "mode_tradeoff",
+    "tournament",
+    "offset_tournament",
+    "misspecification",
+    "best_of_n",
 ]
 
 

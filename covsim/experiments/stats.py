@@ -321,3 +321,25 @@ def bootstrap_ci(
     alpha = (1 - ci) / 2
     lo, hi = np.quantile(reps, [alpha, 1 - alpha])
     return float(stat(y, axis=-1)), float(lo), float(hi)
+
+
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P[Bin(n, p) <= k], exact by a log-space sum (no SciPy at run time)."""
+    k = int(k)
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+            + i * math.log(p) + (n - i) * math.log1p(-p) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """P[Bin(n, p) > k]."""
+    return max(0.0, 1.0 - binom_cdf(k, n, p))
