@@ -476,3 +476,30 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+_VMAP_BALL_SCRIPT = """
+import jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from theory_checks import variance_lower_bound as v
+from covsim.experiments.runner import cell_key
+cell = v.grid("quick")[0]
+out = v.run_cell(cell, cell_key(cell, 0), 32)
+assert np.all(np.isfinite(out["cov"])), out["cov"]
+print("ok")
+"""
+
+
+def test_vmapped_ball_fit_does_not_deadlock():
+    """Regression: 32 vmapped ball fits in float64 hung in the XLA CPU thread pool when the
+    interior (Cholesky) and boundary (eigh) solves ran as independent batched LAPACK calls.
+    Run in a subprocess so a hang fails the test instead of stalling the suite."""
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _VMAP_BALL_SCRIPT], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

@@ -314,31 +314,35 @@ def _ball_step(hess, grad, theta, radius, damping, project):
     z(λ) = θ + P(A + (τ+λ)I)^{-1}P(g − λθ) with λ = 0 when ‖z(0)‖ ≤ radius, else the root of
     ‖z(λ)‖ = radius (Newton on the secular equation 1/‖z(λ)‖ − 1/radius, monotone from λ=0).
     P projects onto the informed directions, so iterates keep minimum norm.
+
+    One symmetric eigendecomposition serves both the interior and the boundary solve, and
+    both are computed without `lax.cond`: under `vmap` a cond becomes a select that runs both
+    branches, and two independent batched LAPACK calls in one program can starve the XLA
+    CPU thread pool (observed as a deadlock with jaxlib 0.10 on 2 cores).
     """
-    dim = theta.shape[0]
-    eye = jnp.eye(dim, dtype=theta.dtype)
-    shifted = hess + damping * eye
+    shifted = hess + damping * jnp.eye(theta.shape[0], dtype=theta.dtype)
+    eigval, eigvec = jnp.linalg.eigh(shifted)
+    eigval = jnp.maximum(eigval, damping)
+    tiny = jnp.finfo(theta.dtype).tiny
     grad = project(grad)
-    free_step = project(_spd_solve(shifted, grad))
 
-    def boundary_step(_):
-        eigval, eigvec = jnp.linalg.eigh(shifted)
-        eigval = jnp.maximum(eigval, damping)
-        coef2 = (eigvec.T @ project(shifted @ theta + grad)) ** 2
-        tiny = jnp.finfo(theta.dtype).tiny
+    def solve(lam, rhs):
+        return project(eigvec @ ((eigvec.T @ rhs) / (eigval + lam)))
 
-        def newton(_, lam):
-            inv = 1.0 / (eigval + lam)
-            sq_norm = jnp.maximum(jnp.sum(coef2 * inv**2), tiny)
-            slope = jnp.maximum(sq_norm**-1.5 * jnp.sum(coef2 * inv**3), tiny)
-            psi = sq_norm**-0.5 - 1.0 / radius
-            return jnp.maximum(lam - psi / slope, 0.0)
+    free_step = solve(0.0, grad)
+    coef2 = (eigvec.T @ project(shifted @ theta + grad)) ** 2
 
-        lam = jax.lax.fori_loop(0, _SECULAR_ITERS, newton, jnp.zeros((), theta.dtype))
-        return project(_spd_solve(shifted + lam * eye, grad - lam * theta))
+    def newton(_, lam):
+        inv = 1.0 / (eigval + lam)
+        sq_norm = jnp.maximum(jnp.sum(coef2 * inv**2), tiny)
+        slope = jnp.maximum(sq_norm**-1.5 * jnp.sum(coef2 * inv**3), tiny)
+        psi = sq_norm**-0.5 - 1.0 / radius
+        return jnp.maximum(lam - psi / slope, 0.0)
 
+    lam = jax.lax.fori_loop(0, _SECULAR_ITERS, newton, jnp.zeros((), theta.dtype))
+    boundary_step = solve(lam, grad - lam * theta)
     inside = jnp.linalg.norm(theta + free_step) <= radius
-    step = jax.lax.cond(inside, lambda _: free_step, boundary_step, None)
+    step = jnp.where(inside, free_step, boundary_step)
     target = _project_ball(theta + step, radius)
     return target - theta
 
