@@ -240,16 +240,23 @@ def log_prob(model: SequenceModel, x, y: Array) -> Array:
     return jnp.sum(token_log_probs(model, x, y))
 
 
+def _invert_cdf(cdf: Array, u: Array) -> Array:
+    """Token index per row of the unnormalized CDF ``cdf`` (..., V) for uniforms ``u`` (...,).
+
+    Returns min{v : u·total < cdf_v} = #{v : cdf_v ≤ u·total}. Zero-probability tokens have an
+    empty interval and are never drawn (for u < 1, u·total < total in round-to-nearest).
+    """
+    tok = jnp.sum(cdf <= u[..., None] * cdf[..., -1:], axis=-1)
+    return jnp.minimum(tok, cdf.shape[-1] - 1)
+
+
 def _inverse_cdf(key: Array, log_probs: Array) -> Array:
     """One token per row of ``log_probs`` (n, V) from a single uniform each.
 
-    Zero-probability tokens have an empty CDF interval and are never drawn. (One uniform
-    per token instead of V Gumbels: the sampler's cost is dominated by random bits.)
+    (One uniform per token instead of V Gumbels: the sampler's cost is dominated by random bits.)
     """
     cdf = jnp.cumsum(jnp.exp(log_probs), axis=-1)
-    u = jax.random.uniform(key, cdf.shape[:-1] + (1,), dtype=cdf.dtype)
-    tok = jnp.sum(cdf <= u * cdf[..., -1:], axis=-1)
-    return jnp.minimum(tok, log_probs.shape[-1] - 1)
+    return _invert_cdf(cdf, jax.random.uniform(key, cdf.shape[:-1], dtype=cdf.dtype))
 
 
 def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Array]:

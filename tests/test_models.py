@@ -134,3 +134,17 @@ def test_pass_at_k_in_unit_interval_and_monotone_in_c(n, k, c):
         assert covsim.pass_at_k(n, c + 1, k) >= value - 1e-15
     traced = jax.jit(covsim.metrics.pass_at_k_traced)(n, c, k)
     assert float(traced) == pytest.approx(value, abs=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_inverse_cdf_never_draws_zero_probability_tail_token(dtype):
+    """Uniforms at 0, at interval edges and just below 1 (total not exactly 1): zero-probability
+    tokens, inside or after the support, are never drawn."""
+    from covsim.models import _invert_cdf
+
+    probs = jnp.asarray([0.3, 0.0, 0.7 * (1 - 1e-7), 0.0, 0.0], dtype=dtype)
+    cdf = jnp.cumsum(probs)
+    u_max = jnp.nextafter(jnp.asarray(1.0, dtype), jnp.asarray(0.0, dtype))
+    u = jnp.asarray([0.0, 0.29, 0.31, 0.5, u_max], dtype=dtype)
+    tok = _invert_cdf(jnp.broadcast_to(cdf, (5, 5)), u)
+    np.testing.assert_array_equal(np.asarray(tok), [0, 0, 2, 2, 2])

@@ -311,3 +311,65 @@ def test_bad_inputs(setup):
     with pytest.raises(ValueError, match="dataset"):
         sgd.train(model, truth, jnp.array([0.5, 0.5]), sgd.SGDConfig("vanilla", 0.1), num_steps=5,
                   key=jax.random.key(0), constraint=None, dataset=(x, y[:, :2]))
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 2, 4, 256])
+def test_chunked_loop_matches_reference_for_any_chunk_size(setup, monkeypatch, chunk_steps):
+    """T = 5 with chunks of 1, 2 (last chunk padded), 4 (padded) and 256 (one chunk): the
+    padded steps leave the state untouched, so every trajectory equals the reference."""
+    features, truth, x, y = setup
+    T, eta = 5, 0.3
+    theta0 = jnp.array([0.2, 0.1])
+    monkeypatch.setattr(sgd, "_CHUNK_STEPS", chunk_steps)
+    assert sgd._chunk_steps(T, 1, H, V) == min(T, chunk_steps)
+    model = covsim.LinearModel(features, theta0)
+    result = sgd.train(model, truth, jnp.array([0.5, 0.5]), sgd.SGDConfig("vanilla", eta), num_steps=T,
+                       key=jax.random.key(0), constraint=Ball(1.0), dataset=(x, y),
+                       checkpoints=list(range(1, T + 2)))
+    ref = trajectory_reference(features, theta0, eta, x, y, T)
+    np.testing.assert_allclose(result.checkpoint_thetas, ref, rtol=1e-12)
+    np.testing.assert_allclose(result.theta_average, ref[:T].mean(0), rtol=1e-12)
+
+
+def test_new_checkpoint_steps_of_same_count_do_not_retrace(setup):
+    features, truth, x, y = setup
+    model = covsim.LinearModel(features, jnp.zeros(D))
+
+    def run(checkpoints):
+        return sgd.train(model, truth, jnp.array([0.5, 0.5]), sgd.SGDConfig("vanilla", 0.1), num_steps=9,
+                         key=jax.random.key(0), constraint=Ball(1.0), checkpoints=checkpoints)
+
+    a = run([1, 5, 10])
+    size = sgd._train_core._cache_size()
+    b = run([2, 3, 7])
+    assert sgd._train_core._cache_size() == size
+    np.testing.assert_array_equal(b.checkpoint_steps, [2, 3, 7])
+    np.testing.assert_allclose(a.theta, b.theta, rtol=0)  # same key: same trajectory
+    full = run(list(range(1, 11)))
+    np.testing.assert_allclose(b.checkpoint_thetas, full.checkpoint_thetas[np.array([1, 2, 6])], rtol=0)
+
+
+@pytest.mark.parametrize("prev_dependent", [True, False])
+def test_online_sequence_sampler_matches_exact_law(prev_dependent):
+    """Empirical frequencies of all P·V^H sequences from the chunk sampler agree with the
+    exact law within 5 standard errors (both the scan and the all-positions-at-once path)."""
+    rng = np.random.default_rng(7)
+    p_, h_, v_ = 2, 3, 3
+    logits = rng.normal(size=(p_, h_, v_ + 1 if prev_dependent else 1, v_)) * 1.5
+    logits[0, 1, ..., 2] = -np.inf  # a zero-probability token
+    truth = covsim.TabularModel(jnp.asarray(logits), horizon=h_)
+    mu = jnp.array([0.35, 0.65])
+    table = covsim.next_token_log_probs(truth)
+    cdf = jnp.cumsum(jnp.exp(table), axis=-1)
+    n = 200_000
+    x, y = jax.jit(sgd._sample_sequences, static_argnums=(2, 3))(cdf, jnp.log(mu), n, h_, jax.random.key(1))
+    x, y = np.asarray(x), np.asarray(y)
+    assert not np.any((x == 0) & (y[:, 1] == 2))
+    codes = x * v_**h_ + (y * v_ ** np.arange(h_ - 1, -1, -1)).sum(1)
+    freq = np.bincount(codes, minlength=p_ * v_**h_) / n
+    exact = np.zeros(p_ * v_**h_)
+    for xi in range(p_):
+        for idx, seq in enumerate(np.ndindex(*(v_,) * h_)):
+            exact[xi * v_**h_ + idx] = float(mu[xi]) * math.exp(float(covsim.log_prob(truth, xi, jnp.array(seq))))
+    se = np.sqrt(exact * (1 - exact) / n)
+    assert np.all(np.abs(freq - exact) <= 5 * se + 1e-12), np.max(np.abs(freq - exact) / np.maximum(se, 1e-12))

@@ -35,7 +35,7 @@ from jax import Array
 
 from covsim._validate import check_distribution, check_key, check_positive_int, is_concrete
 from covsim.instances._base import Ball, Box
-from covsim.models import LinearModel, SequenceModel, next_token_log_probs
+from covsim.models import LinearModel, SequenceModel, _invert_cdf, next_token_log_probs
 
 __all__ = [
     "METHODS",
@@ -144,15 +144,19 @@ def projection(constraint) -> Callable[[Array], Array]:
 def _gather_contexts(array: Array, x, y: Array) -> Array:
     """``array[x, h, y_{h-1}]`` for h = 1..H; ``array`` has leading axes (P|1, H|1, V+1|1).
 
+    One row gather on the flattened context axes (cheaper on CPU than a 3-d gather).
     Returns shape ``(H,) + array.shape[3:]``.
     """
     horizon = y.shape[-1]
     vocab = array.shape[3]
+    prompts, positions, prevs = array.shape[:3]
     prev = jnp.concatenate([jnp.full((1,), vocab, dtype=y.dtype), y[:-1]])
-    x_idx = x if array.shape[0] > 1 else 0
-    h_idx = jnp.arange(horizon) if array.shape[1] > 1 else jnp.zeros(horizon, dtype=int)
-    u_idx = prev if array.shape[2] > 1 else jnp.zeros_like(prev)
-    return array[x_idx, h_idx, u_idx]
+    x_idx = jnp.asarray(x, dtype=y.dtype) if prompts > 1 else 0
+    h_idx = jnp.arange(horizon, dtype=y.dtype) if positions > 1 else 0
+    u_idx = prev if prevs > 1 else 0
+    rows = (x_idx * positions + h_idx) * prevs + u_idx + jnp.zeros(horizon, dtype=y.dtype)
+    flat = array.reshape((prompts * positions * prevs,) + array.shape[3:])
+    return jnp.take(flat, rows, axis=0, mode="clip")
 
 
 def _categorical_kl(lp: Array, lq: Array) -> Array:
@@ -401,39 +405,61 @@ class TrainResult(NamedTuple):
     theta_average: Array
 
 
-def _sample_batch(table: Array, log_mu: Array, batch: int, horizon: int, key: Array):
-    """K i.i.d. (x, y) from a normalized log-prob table (gathers one (K, V) slice per position)."""
-    key_x, key_y = jax.random.split(key)
-    x = jax.random.categorical(key_x, log_mu, shape=(batch,))
-    x_idx = x if table.shape[0] > 1 else jnp.zeros_like(x)
-    vocab = table.shape[-1]
+_CHUNK_STEPS = 256  # online mode: steps whose sequences are drawn in one vectorized pass
+_CHUNK_TOKENS = 2**18  # ... and at most this many (step, sequence, position, token) entries
+
+
+def _chunk_steps(num_steps: int, batch: int, horizon: int, vocab: int) -> int:
+    """Steps per chunk: bounded so a chunk's sampling buffers stay ~_CHUNK_TOKENS entries."""
+    return max(1, min(num_steps, _CHUNK_STEPS, _CHUNK_TOKENS // max(1, batch * horizon * vocab)))
+
+
+def _sample_sequences(cdf: Array, log_mu: Array, count: int, horizon: int, key: Array):
+    """`count` i.i.d. (x, y) from the next-token CDF table ``(P|1, H|1, U|1, V)``.
+
+    Inverse CDF with one uniform per token (as :func:`covsim.sample`); when the law ignores
+    the previous token (U = 1) all positions are drawn at once, otherwise one scan over the
+    H positions serves all `count` sequences. **Returns:** ``x (count,)``, ``y (count, H)``.
+    """
+    key_x, key_u = jax.random.split(key)
+    x = jax.random.categorical(key_x, log_mu, shape=(count,))
+    u = jax.random.uniform(key_u, (horizon, count), dtype=cdf.dtype)
+    x_idx = x if cdf.shape[0] > 1 else jnp.zeros_like(x)
+    h_idx = jnp.arange(horizon) if cdf.shape[1] > 1 else jnp.zeros(horizon, dtype=x.dtype)
+    if cdf.shape[2] == 1:
+        rows = cdf[x_idx[None, :], h_idx[:, None], 0]  # (H, count, V)
+        return x, _invert_cdf(rows, u).T
 
     def step(prev, inputs):
-        h, k = inputs
-        h_idx = h if table.shape[1] > 1 else 0
-        u_idx = prev if table.shape[2] > 1 else jnp.zeros_like(prev)
-        token = jax.random.categorical(k, table[x_idx, h_idx, u_idx], axis=-1)
+        h, u_h = inputs
+        token = _invert_cdf(cdf[x_idx, h, prev], u_h)
         return token, token
 
-    prev0 = jnp.full((batch,), vocab, dtype=x.dtype)
-    _, ys = jax.lax.scan(step, prev0, (jnp.arange(horizon), jax.random.split(key_y, horizon)))
+    prev0 = jnp.full((count,), cdf.shape[-1], dtype=x.dtype)
+    _, ys = jax.lax.scan(step, prev0, (h_idx, u))
     return x, ys.T
 
 
-@partial(jax.jit, static_argnames=("spec", "horizon", "num_steps", "checkpoints", "metric_fns"))
-def _train_core(features, truth_table, log_mu, theta_init, hyper, key, constraint, dataset, *,
-                spec, horizon, num_steps, checkpoints, metric_fns):
+@partial(jax.jit, static_argnames=("spec", "horizon", "num_steps", "chunk", "metric_fns"))
+def _train_core(features, truth_table, log_mu, theta_init, hyper, key, constraint, dataset,
+                checkpoint_steps, *, spec, horizon, num_steps, chunk, metric_fns):
+    """T steps as a scan over chunks of `chunk` steps: each chunk first draws (online) or
+    gathers (dataset) its chunk·K sequences in one vectorized pass, then scans its steps.
+    Steps past T in the last chunk leave the state unchanged."""
     method, batch, b1, b2, eps = spec
     optimizer = _build_optimizer(method, hyper["learning_rate"], hyper["lam"], b1, b2, eps)
     project = projection(constraint)
-    checkpoint_steps = jnp.asarray(checkpoints)
+    cdf = jnp.cumsum(jnp.exp(truth_table), axis=-1) if dataset is None else None
 
-    def next_batch(t, key_t):
+    def chunk_data(steps, key_c):
+        """(x (chunk, K), y (chunk, K, H)) for the 1-based steps `steps` (chunk,)."""
         if dataset is None:
-            return _sample_batch(truth_table, log_mu, batch, horizon, key_t)
-        xs, ys = dataset
-        rows = ((t - 1) * batch + jnp.arange(batch)) % xs.shape[0]
-        return xs[rows], ys[rows]
+            x, y = _sample_sequences(cdf, log_mu, chunk * batch, horizon, key_c)
+        else:
+            xs, ys = dataset
+            rows = (((steps - 1) * batch)[:, None] + jnp.arange(batch)[None, :]).reshape(-1) % xs.shape[0]
+            x, y = xs[rows], ys[rows]
+        return x.reshape(chunk, batch), y.reshape(chunk, batch, horizon)
 
     def ascent_direction(theta, x, y):
         if method == "truncated":
@@ -445,24 +471,33 @@ def _train_core(features, truth_table, log_mu, theta_init, hyper, key, constrain
 
     def step(carry, inputs):
         theta, opt_state, saved, theta_sum, metric_sums = carry
-        t, key_t = inputs
+        t, x, y = inputs
         saved = jnp.where((checkpoint_steps == t)[:, None], theta, saved)
         theta_sum = theta_sum + theta
         metric_sums = tuple(s + fn(theta) for s, (_, fn) in zip(metric_sums, metric_fns))
-        x, y = next_batch(t, key_t)
         if method == "token":
             theta, opt_state = token_level_pass(optimizer, project, features, theta, opt_state, x, y)
         else:
             updates, opt_state = optimizer.update(-ascent_direction(theta, x, y), opt_state, theta)
             theta = project(optax.apply_updates(theta, updates))
-        return (theta, opt_state, saved, theta_sum, metric_sums), None
+        new = (theta, opt_state, saved, theta_sum, metric_sums)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(t <= num_steps, a, b), new, carry), None
+
+    def run_chunk(carry, inputs):
+        first, key_c = inputs
+        steps = first + jnp.arange(chunk)
+        x, y = chunk_data(steps, key_c)
+        carry, _ = jax.lax.scan(step, carry, (steps, x, y))
+        return carry, None
 
     dtype = theta_init.dtype
-    saved0 = jnp.zeros((len(checkpoints), theta_init.shape[0]), dtype=dtype)
+    saved0 = jnp.zeros((checkpoint_steps.shape[0], theta_init.shape[0]), dtype=dtype)
     metric0 = tuple(jnp.zeros((), dtype=dtype) for _ in metric_fns)
     carry0 = (theta_init, optimizer.init(theta_init), saved0, jnp.zeros_like(theta_init), metric0)
-    steps = (jnp.arange(1, num_steps + 1), jax.random.split(key, num_steps))
-    (theta, _, saved, theta_sum, metric_sums), _ = jax.lax.scan(step, carry0, steps)
+    num_chunks = -(-num_steps // chunk)
+    firsts = 1 + chunk * jnp.arange(num_chunks)
+    (theta, _, saved, theta_sum, metric_sums), _ = jax.lax.scan(
+        run_chunk, carry0, (firsts, jax.random.split(key, num_chunks)))
     saved = jnp.where((checkpoint_steps == num_steps + 1)[:, None], theta, saved)
     averages = {name: s / num_steps for s, (name, _) in zip(metric_sums, metric_fns)}
     return TrainResult(theta, saved, checkpoint_steps, averages, theta_sum / num_steps)
@@ -526,10 +561,15 @@ def train(features_model: LinearModel, truth: SequenceModel, mu, config: SGDConf
     Metrics are averaged over the iterates :math:`\theta_1..\theta_T` (θ_{T+1} excluded,
     THEORY.md §0). Cost O(T·K·H·V·d) plus the metrics.
 
-    Recompilation: method, batch size, Adam's constants, T, the checkpoint steps, H and the
-    metric function objects are static; η, λ, log N, θ_1, the key, Θ and the dataset are
-    dynamic — a second call that changes only those does not retrace (pass the *same*
-    metric functions). vmap over seeds: ``jax.vmap(lambda k: train(..., key=k))(keys)``.
+    Recompilation: method, batch size, Adam's constants, T, the *number* of checkpoints, H
+    and the metric function objects are static; η, λ, log N, θ_1, the key, Θ, the dataset
+    and the checkpoint steps themselves are dynamic — a second call that changes only those
+    does not retrace (pass the *same* metric functions). vmap over seeds:
+    ``jax.vmap(lambda k: train(..., key=k))(keys)``.
+
+    Online sequences are drawn a chunk of steps at a time (up to 256 steps per chunk, fewer
+    when K·H·V is large, so memory stays bounded): one vectorized inverse-CDF pass per chunk
+    instead of an H-step sampling scan inside every step.
 
     **Arguments:**
 
@@ -568,6 +608,8 @@ def train(features_model: LinearModel, truth: SequenceModel, mu, config: SGDConf
         constraint = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype=dtype), constraint)
     spec = (config.method, config.batch_size, float(config.b1), float(config.b2), float(config.eps))
     metric_fns = tuple(sorted((metrics or {}).items(), key=lambda item: item[0]))
+    horizon = features_model.horizon
+    chunk = _chunk_steps(num_steps, config.batch_size, horizon, features_model.vocab_size)
     return _train_core(features, truth_table, log_mu, theta0, hyper, key, constraint, dataset,
-                       spec=spec, horizon=features_model.horizon, num_steps=num_steps,
-                       checkpoints=checkpoint_steps, metric_fns=metric_fns)
+                       jnp.asarray(checkpoint_steps, dtype=jnp.int32), spec=spec, horizon=horizon,
+                       num_steps=num_steps, chunk=chunk, metric_fns=metric_fns)
