@@ -12,6 +12,7 @@ from covsim.selection import offset_tournament, tournament
 from covsim.exact import (
     Bracket,
     coverage_bracket,
+    coverage_independent,
     enumerate_sequences,
     hellinger2,
     inherent_variance,
@@ -38,6 +39,7 @@ __all__ = [
     "per_step_hellinger2",
     "coverage",
     "coverage_bracket",
+    "coverage_independent",
     "Bracket",
     "MCEstimate",
     "enumerate_sequences",

@@ -1,5 +1,7 @@
 """Exact metrics against brute-force enumeration on tiny laws."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -208,3 +210,69 @@ def test_enumeration_limit_names_alternatives():
     p = covsim.TabularModel(jnp.zeros((1, 1, 1, 32)), horizon=8)
     with pytest.raises(ValueError, match="bracket.*mc"):
         covsim.coverage(p, p, jnp.ones(1), 2.0)
+
+
+# ---------------------------------------------------------------------------
+# coverage_independent: meet in the middle for prev-independent laws
+
+
+def _independent_pair(rng, P, H, V, zero_frac):
+    lp = rng.normal(size=(P, H, 1, V)) * 2.0
+    lq = rng.normal(size=(P, H, 1, V)) * 2.0
+    lp[rng.random(lp.shape) < zero_frac] = -np.inf
+    lq[rng.random(lq.shape) < zero_frac] = -np.inf
+    lp[..., 0] = np.where(np.all(np.isneginf(lp), -1), 0.0, lp[..., 0])  # keep a support
+    lq[..., 0] = np.where(np.all(np.isneginf(lq), -1), 0.0, lq[..., 0])
+    return covsim.TabularModel(jnp.asarray(lp), H), covsim.TabularModel(jnp.asarray(lq), H)
+
+
+@pytest.mark.parametrize("P,H,V,zero_frac", [(1, 1, 4, 0.0), (2, 3, 3, 0.2), (2, 4, 3, 0.3), (3, 5, 2, 0.25)])
+def test_coverage_independent_equals_enumeration(P, H, V, zero_frac):
+    """Meet in the middle (odd and even H, zeros on both sides, q = 0 < p) against the
+    enumeration behind coverage(method="exact") and a NumPy brute force."""
+    rng = np.random.default_rng(P * 100 + H * 10 + V)
+    p, q = _independent_pair(rng, P, H, V, zero_frac)
+    mu = jnp.asarray(rng.dirichlet(np.ones(P)))
+    N = jnp.asarray([1.0, 1.5, 3.0, 20.0, 1e6])
+    mine = np.asarray(covsim.coverage_independent(p, q, mu, N))
+    np.testing.assert_allclose(mine, np.asarray(covsim.coverage(p, q, mu, N)), atol=1e-12)
+    lp, lq = np.asarray(p.logits)[:, :, 0], np.asarray(q.logits)[:, :, 0]
+    lp = lp - np.logaddexp.reduce(lp, axis=-1, keepdims=True)
+    lq = lq - np.logaddexp.reduce(lq, axis=-1, keepdims=True)
+    brute = np.zeros(N.shape)
+    for x in range(P):
+        for y in itertools.product(range(V), repeat=H):
+            a = sum(lp[x, h, y[h]] for h in range(H))
+            b = sum(lq[x, h, y[h]] for h in range(H))
+            if np.isneginf(a):
+                continue
+            ratio = np.inf if np.isneginf(b) else a - b
+            brute += float(mu[x]) * np.exp(a) * (ratio >= np.log(np.asarray(N)) - 1e-9)
+    np.testing.assert_allclose(mine, brute, atol=1e-12)
+    assert not np.any(np.isnan(mine))
+
+
+def test_coverage_independent_beyond_enumeration_matches_bracket():
+    """H = 16, V = 4 (4.3e9 responses): exact value inside the rigorous bracket."""
+    rng = np.random.default_rng(3)
+    p, q = _independent_pair(rng, 1, 16, 4, 0.0)
+    mu = jnp.asarray([1.0])
+    N = jnp.asarray([2.0, 50.0])
+    exact = np.asarray(covsim.coverage_independent(p, q, mu, N))
+    with pytest.raises(ValueError, match="bracket"):
+        covsim.coverage(p, q, mu, N)
+    lo, hi = covsim.coverage(p, q, mu, N, method="bracket", bins=8192)
+    assert np.all(np.asarray(lo) - 1e-12 <= exact) and np.all(exact <= np.asarray(hi) + 1e-12)
+    assert np.all(np.asarray(hi) - np.asarray(lo) < 0.05)
+
+
+def test_coverage_independent_rejects_prev_dependent_and_huge_laws():
+    rng = np.random.default_rng(0)
+    dep = covsim.TabularModel(jnp.asarray(rng.normal(size=(1, 3, 4, 3))))
+    with pytest.raises(ValueError, match=r"previous-token axis of size 1\), got one of size 4"):
+        covsim.coverage_independent(dep, dep, jnp.asarray([1.0]), jnp.asarray([2.0]))
+    big = covsim.TabularModel(jnp.zeros((1, 1, 1, 64)), horizon=8)
+    with pytest.raises(ValueError, match="V\\^ceil\\(H/2\\) = 16777216"):
+        covsim.coverage_independent(big, big, jnp.asarray([1.0]), jnp.asarray([2.0]))
+    with pytest.raises(ValueError, match="N must be >= 1"):
+        covsim.coverage_independent(big, big, jnp.asarray([1.0]), jnp.asarray([0.5]))

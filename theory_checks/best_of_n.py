@@ -30,6 +30,7 @@ import numpy as np
 import covsim
 from covsim import bounds
 from covsim.bon import bon_regret, necessity_regret, success_probability
+from covsim.exact import independent_tail
 from covsim.experiments.check import Check, Summary
 from covsim.experiments.stats import zero_violation_assertion
 from theory_checks import mode_tradeoff as mt
@@ -120,10 +121,8 @@ def _checkpoint_quantities(thetas):
         cov_d = mt.coverage_positionwise(truth_lp, model_lp, mu, m_grid)
         cov_point = jnp.sum(mu[:, None] * (-jnp.log(s)[:, None] >= jnp.log(m_grid)[None, :] - covsim.exact.TIE_TOLERANCE), axis=0)
         ratio = truth_lp - model_lp
-        levels = jnp.log(2 * n_grid)
-        tail = jax.vmap(mt._prompt_tail, in_axes=(0, 0, None))
-        mass_t = tail(truth_lp, ratio, levels)  # (P, N): π_D(S_x)
-        mass_hat = tail(model_lp, ratio, levels)  # (P, N): π̂(S_x)
+        mass_t = independent_tail(truth_lp, ratio, None, 2 * n_grid)  # (P, N): π_D(S_x)
+        mass_hat = independent_tail(model_lp, ratio, None, 2 * n_grid)  # (P, N): π̂(S_x)
         nec = jnp.sum(mu[:, None] * (mass_t - 1 + (1 - mass_hat) ** n_grid[None, :]), axis=0)
         cov_2n = jnp.sum(mu[:, None] * mass_t, axis=0)
         return regret_d, cov_d, regret_point, cov_point, nec, cov_2n

@@ -11,9 +11,10 @@ Pipeline: :func:`covsim.fit.sgd.train` (vanilla SGD, batch 128, η = 2/(H B_v²)
 per-sequence log-likelihood — ``train`` averages the batch gradient, so ``learning_rate = η``),
 checkpoints on a log grid, seeds vmapped. Metrics per checkpoint are exact: KL by
 :func:`covsim.kl`, Pass@N by :func:`covsim.bon.pass_at_n_exact`, and Cov_N by an exact
-meet-in-the-middle convolution of the per-position log-ratios (the features ignore the
-previous token, so positions are independent given the prompt; the 8^8 responses per prompt
-are split into two halves of 8^4). The tests cross-check it against
+meet-in-the-middle convolution of the per-position log-ratios,
+:func:`covsim.exact.independent_tail` (the features ignore the previous token, so positions
+are independent given the prompt; the 8^8 responses per prompt are split into two halves of
+8^4). The tests cross-check it against
 :func:`covsim.coverage` (``method="bracket"``, rigorous bounds) and against enumeration on
 tiny laws.
 """
@@ -29,7 +30,7 @@ import numpy as np
 
 import covsim
 from covsim.bon import pass_at_n_exact
-from covsim.exact import TIE_TOLERANCE
+from covsim.exact import independent_tail
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.stats import monotone_assertion
 from covsim.fit.sgd import SGDConfig, train
@@ -56,55 +57,9 @@ SIZES = {
 # exact per-position metrics (shared with tournament.py and best_of_n.py)
 
 
-def _half_atoms(weight_lp, ratio):
-    """All V^k combinations of k independent positions: (sum of log-weights, sum of ratios).
-
-    `weight_lp`, `ratio`: ``(k, V)``. Returns two flat arrays of length V^k (first position
-    most significant).
-    """
-    lw = jnp.zeros((1,), weight_lp.dtype)
-    lr = jnp.zeros((1,), ratio.dtype)
-    for h in range(weight_lp.shape[0]):
-        lw = (lw[:, None] + weight_lp[h][None, :]).reshape(-1)
-        lr = (lr[:, None] + ratio[h][None, :]).reshape(-1)
-    return lw, lr
-
-
-def _prompt_tail(weight_lp, ratio, log_levels):
-    r""":math:`P_{y\sim w}[\sum_h r_h(y_h) \ge \log N - \tau]` for one prompt, positions independent.
-
-    `weight_lp`, `ratio`: ``(H, V)`` (finite ratios); `log_levels` ``(L,)``. Exact up to
-    float rounding: the response set splits into halves A × B, B is sorted once and the tail
-    mass of B above ``log N − τ − a`` is read off a suffix sum for every atom a of A.
-    """
-    half = weight_lp.shape[0] // 2
-    a_w, a_r = _half_atoms(weight_lp[:half], ratio[:half])
-    b_w, b_r = _half_atoms(weight_lp[half:], ratio[half:])
-    order = jnp.argsort(b_r)
-    b_r, b_p = b_r[order], jnp.exp(b_w[order])
-    suffix = jnp.concatenate([jnp.cumsum(b_p[::-1])[::-1], jnp.zeros((1,), b_p.dtype)])
-    a_p = jnp.exp(a_w)
-
-    def one_level(log_t):
-        idx = jnp.searchsorted(b_r, log_t - TIE_TOLERANCE - a_r, side="left")
-        return jnp.sum(a_p * suffix[idx])
-
-    return jax.vmap(one_level)(log_levels)
-
-
 def positionwise_tail(weight_lp, ratio, mu, N):
-    r"""Exact :math:`\sum_x\mu(x)\,P_{y\sim w(\cdot|x)}[\sum_h r(x,h,y_h) \ge \log N]` (ties within τ count).
-
-    For laws whose next-token tables do not depend on the previous token (the
-    ``mode_tradeoff`` features), with `weight_lp` the per-position log-probs of the law
-    the response is drawn from and `ratio` = log π_a − log π_b per position, this is
-    :math:`\mathrm{Cov}_N` style tail mass (THEORY.md §2, form 1 and form 3).
-
-    `weight_lp`, `ratio`: ``(P, H, V)``; `mu` ``(P,)``; `N` ``(L,)``. Returns ``(L,)``.
-    """
-    log_levels = jnp.log(jnp.asarray(N, dtype=weight_lp.dtype))
-    per_prompt = jax.vmap(_prompt_tail, in_axes=(0, 0, None))(weight_lp, ratio, log_levels)
-    return jnp.einsum("x,xl->l", jnp.asarray(mu, weight_lp.dtype), per_prompt)
+    """Exact tail mass of Σ_h r(x,h,y_h) ≥ log N under y ~ w; see :func:`covsim.exact.independent_tail`."""
+    return independent_tail(weight_lp, ratio, mu, N)
 
 
 def position_tables(features, theta):
@@ -113,8 +68,11 @@ def position_tables(features, theta):
 
 
 def coverage_positionwise(truth_lp, model_lp, mu, N):
-    r"""Exact Cov_N(π‖π̂) from per-position tables ``(P, H, V)`` (THEORY.md §2, Definition 1.1)."""
-    return positionwise_tail(truth_lp, truth_lp - model_lp, mu, N)
+    r"""Exact Cov_N(π‖π̂) from finite per-position tables ``(P, H, V)`` (THEORY.md §2, Def. 1.1).
+
+    The model-level, zero-safe form is :func:`covsim.coverage_independent`.
+    """
+    return independent_tail(truth_lp, truth_lp - model_lp, mu, N)
 
 
 # ---------------------------------------------------------------------------
