@@ -24,6 +24,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import best_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 import covsim  # noqa: E402
 
 P, H, V = 4, 1024, 32
@@ -107,18 +108,6 @@ def numpy_mc(lp, lq, mu, n, log_t, seed=0):
         ratio += lp[x, h, prev, tok] - lq[x, h, prev, tok]
         prev = tok
     return (ratio[:, None] >= log_t[None, :]).mean(0)
-
-
-# ---------------------------------------------------------------- timing
-
-
-def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():

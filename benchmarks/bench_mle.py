@@ -35,20 +35,12 @@ import scipy.optimize
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import best_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 import covsim  # noqa: E402
 from covsim.fit import mle as mle_module  # noqa: E402
 from covsim.instances import kl_horizon_lower_bound, pivotal_tokens  # noqa: E402
 
 N_GRID = (2.0, 16.0, 256.0)
-
-
-def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 # ---------------------------------------------------------------- (a) scaling

@@ -29,21 +29,13 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from _timing import best_time  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 import covsim  # noqa: E402
 from covsim.fit import sgd as sgd_module  # noqa: E402
 from covsim.instances import pivotal_tokens  # noqa: E402
 
 SEEDS = 16
 N_THRESHOLD = 16.0
-
-
-def best_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def make_problem(H, V=8, k=2):

@@ -208,3 +208,17 @@ def test_binomial_tails_match_scipy():
         for k in (-1, 0, 1, 3, 10, n):
             assert binom_cdf(k, n, p) == pytest.approx(binom.cdf(k, n, p), abs=1e-12)
             assert binom_sf(k, n, p) == pytest.approx(binom.sf(k, n, p), abs=1e-12)
+
+
+def test_bracket_robust_assertion_agrees_or_is_inconclusive():
+    from covsim.experiments.check import Assertion, Verdict
+    from covsim.experiments.stats import bracket_robust_assertion
+
+    def judge(value):
+        return Assertion("a", Verdict.HOLDS if value < 1.0 else Verdict.FAILS, f"value {value}", {"v": value})
+
+    same = bracket_robust_assertion("a", judge, {"mid": 0.5, "lower": 0.4, "upper": 0.6}.get)
+    assert same.verdict == Verdict.HOLDS and same.reason == "value 0.5"
+    split = bracket_robust_assertion("a", judge, {"mid": 0.9, "lower": 0.8, "upper": 1.2}.get)
+    assert split.verdict == Verdict.INCONCLUSIVE
+    assert "too loose" in split.reason and "upper: fails" in split.reason and split.details == {"v": 0.9}

@@ -42,6 +42,7 @@ from covsim import bounds
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.results import ResultTable
 from covsim.experiments.stats import (
+    bracket_robust_assertion,
     loglog_slope,
     monotone_assertion,
     no_growth_assertion,
@@ -130,14 +131,8 @@ def _bracket_end(table, end: str):
 
 
 def _robust(name: str, table, judge) -> Assertion:
-    """`judge(table)` on the bracket midpoint, lower and upper ends; inconclusive if they disagree."""
-    verdicts = {end: judge(_bracket_end(table, end)) for end in ("mid", "lower", "upper")}
-    mid = verdicts["mid"]
-    if len({a.verdict for a in verdicts.values()}) == 1:
-        return mid
-    ends = ", ".join(f"{e}: {a.verdict}" for e, a in verdicts.items())
-    return Assertion(name, Verdict.INCONCLUSIVE,
-                     f"coverage bracket too loose to decide ({ends}); midpoint: {mid.reason}", mid.details)
+    """`judge` on the bracket midpoint, lower and upper ends; inconclusive if they disagree."""
+    return bracket_robust_assertion(name, judge, lambda end: _bracket_end(table, end))
 
 
 def _fit_constant(n, N, sigma2, mean):
@@ -231,8 +226,7 @@ def plot(table, summary, out_dir) -> list:
     k_f = dict(H=H0, n=NS0)
     sk = series_from_table(table, "k", key, label=f"E Cov_{int(N_MAIN)}", **k_f)
     sig = np.asarray(d["increasing_in_sigma2"]["sigma2"])
-    ck = float(np.exp(np.mean(np.log(np.maximum(sk.mean, 1e-300))
-                              - np.log(np.asarray(bounds.mle_linear_rate(NS0, N_MAIN, sig, B, 1.0))))))
+    ck = _fit_constant(NS0, N_MAIN, sig, np.asarray(sk.mean))
     paths.append(loglog_figure(out_dir / "coverage_vs_k.png", [sk], xlabel="k (σ⋆² ∝ k)", ylabel="E Cov_N",
                                title=f"MLE coverage vs pivotal count (H={H0}, n={NS0})",
                                bounds=[Curve(sk.x, np.asarray(bounds.mle_linear_rate(NS0, N_MAIN, sig, B, ck)),
@@ -240,8 +234,7 @@ def plot(table, summary, out_dir) -> list:
     H_f = dict(k=K0, n=NS0)
     sH = series_from_table(table, "H", key, label=f"E Cov_{int(N_MAIN)}", fit=d["flat_in_H"], **H_f)
     sigH = np.asarray(d["flat_in_H"]["sigma2"])
-    cH = float(np.exp(np.mean(np.log(np.maximum(sH.mean, 1e-300))
-                              - np.log(np.asarray(bounds.mle_linear_rate(NS0, N_MAIN, sigH, B, 1.0))))))
+    cH = _fit_constant(NS0, N_MAIN, sigH, np.asarray(sH.mean))
     paths.append(loglog_figure(out_dir / "coverage_vs_H.png", [sH], xlabel="H", ylabel="E Cov_N",
                                title=f"MLE coverage vs horizon at fixed σ⋆² (k={K0}, n={NS0})",
                                bounds=[Curve(sH.x, np.asarray(bounds.mle_linear_rate(NS0, N_MAIN, sigH, B, cH)),

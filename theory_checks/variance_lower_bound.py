@@ -32,7 +32,7 @@ import covsim
 from covsim import bounds
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.results import ResultTable
-from covsim.experiments.stats import loglog_slope, slope_assertion
+from covsim.experiments.stats import bracket_robust_assertion, loglog_slope, slope_assertion
 from covsim.instances.statistical import variance_lower_bound
 
 B = 8.0
@@ -105,14 +105,8 @@ def _bracket_end(table, end: str):
 
 
 def _robust(name: str, table, judge) -> Assertion:
-    """`judge(table)` on the bracket midpoint, lower and upper ends; inconclusive if they disagree."""
-    verdicts = {end: judge(_bracket_end(table, end)) for end in ("mid", "lower", "upper")}
-    mid = verdicts["mid"]
-    if len({a.verdict for a in verdicts.values()}) == 1:
-        return mid
-    ends = ", ".join(f"{e}: {a.verdict}" for e, a in verdicts.items())
-    return Assertion(name, Verdict.INCONCLUSIVE,
-                     f"coverage bracket too loose to decide ({ends}); midpoint: {mid.reason}", mid.details)
+    """`judge` on the bracket midpoint, lower and upper ends; inconclusive if they disagree."""
+    return bracket_robust_assertion(name, judge, lambda end: _bracket_end(table, end))
 
 
 def _saturation_note(n_values, H_values, N) -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "growth_assertion",
     "monotone_assertion",
     "zero_violation_assertion",
+    "bracket_robust_assertion",
     "mean_ci",
     "bootstrap_ci",
 ]
@@ -293,6 +294,21 @@ def zero_violation_assertion(
     if num_checked <= 0:
         return Assertion(name, Verdict.INCONCLUSIVE, f"{what}: nothing was checked", details)
     return Assertion(name, Verdict.HOLDS, f"{what}: 0 violations in {num_checked} checks", details)
+
+
+def bracket_robust_assertion(
+    name: str, judge: Callable[[object], Assertion], table_at: Callable[[str], object]
+) -> Assertion:
+    """`judge` applied to the results with coverage at the bracket's midpoint, lower and upper
+    ends (``table_at("mid" | "lower" | "upper")``): the midpoint's verdict when all three agree,
+    *inconclusive* when they do not (the rigorous bracket is too loose to decide)."""
+    verdicts = {end: judge(table_at(end)) for end in ("mid", "lower", "upper")}
+    mid = verdicts["mid"]
+    if len({a.verdict for a in verdicts.values()}) == 1:
+        return mid
+    ends = ", ".join(f"{e}: {a.verdict}" for e, a in verdicts.items())
+    return Assertion(name, Verdict.INCONCLUSIVE,
+                     f"coverage bracket too loose to decide ({ends}); midpoint: {mid.reason}", mid.details)
 
 
 def mean_ci(y, ci: float = 0.95) -> tuple[float, float, float]:
