@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from covsim._validate import check_pair, check_thresholds, is_concrete
+from covsim._validate import check_pair, check_thresholds
 from covsim.models import LinearModel, SequenceModel, next_token_log_probs, step_log_probs
 
 __all__ = [

@@ -27,7 +27,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 
 import theory_checks
 from covsim.cli import check_main, main
-from covsim.experiments.check import Assertion, Check, Summary, Verdict
+from covsim.experiments.check import Check, Summary
 from covsim.experiments.stats import zero_violation_assertion
 
 

@@ -1,6 +1,5 @@
 """Maximum-likelihood estimators: linear (ball / box), tabular, finite classes."""
 
-import itertools
 import math
 
 import jax

@@ -26,7 +26,7 @@ from functools import lru_cache, partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from covsim.experiments.stats import binom_cdf, binom_sf
+from covsim.experiments.stats import binom_cdf
 
 import covsim
 from covsim.experiments.check import Assertion, Check, Summary, Verdict

@@ -30,7 +30,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from covsim.experiments.stats import binom_cdf, binom_sf
+from covsim.experiments.stats import binom_sf
 
 import covsim
 from covsim import bounds

@@ -8,7 +8,7 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
