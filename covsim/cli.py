@@ -1,94 +1,139 @@
 """The `covsim` command line: `covsim list`, `covsim check NAME`, `covsim plot NAME`.
 
-The CLI enables float64 in JAX at startup (the library itself never does).
-Exit codes: 0 all verdicts hold or are inconclusive; 1 a check fails or crashed;
-2 bad usage (e.g. an unknown check name); 130 interrupted.
+Checks are found through the ``covsim.checks`` entry-point group (covsim's own and any
+other installed package's). The CLI enables float64 in JAX at startup (the library
+itself never does).
+
+Exit codes:
+  0    every verdict holds or is inconclusive
+  1    a claim fails (with --control: the control's verdict is fails, as it should be,
+       or any other check fails)
+  2    a user's mistake: unknown check, bad option value, unwritable --out, an --out
+       folder holding another configuration (one line on stderr, no traceback)
+  3    a crash: an unexpected error inside a check (its traceback is printed)
+  130  interrupted (finished cells are saved; rerun to resume)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
 import traceback
 from typing import Sequence
 
-__all__ = ["main", "check_main"]
+__all__ = ["main", "check_main", "EXIT_HOLDS", "EXIT_FAILS", "EXIT_USAGE", "EXIT_CRASH"]
+
+EXIT_HOLDS, EXIT_FAILS, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    """A mistake in how covsim was called; printed as one line, exit code 2."""
 
 
 def _registry():
-    import theory_checks
+    from covsim.experiments import registry
 
-    return theory_checks
+    return registry
 
 
-def _resolve_names(names: Sequence[str]) -> list[str] | None:
-    """Expand "all"; None (after printing the valid names) if a name is unknown."""
-    known = list(_registry().CHECK_NAMES)
+def _resolve_names(names: Sequence[str]) -> list[str]:
+    """Expand "all"; UsageError naming the valid names if a name is unknown."""
+    known = _registry().check_names()
     if list(names) == ["all"]:
         return known
     unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"covsim: unknown check(s) {', '.join(unknown)}; valid names: "
-              f"{', '.join(known + ['all'])}", file=sys.stderr)
-        return None
+        raise UsageError(f"unknown check(s) {', '.join(unknown)}; valid names: "
+                         f"{', '.join(known + ['all'])}")
     return list(names)
 
 
 def _out_for(name: str, args, many: bool) -> pathlib.Path:
-    """A single check writes to --out (default results/NAME); several to --out/NAME."""
+    """A single check writes to --out (default results/NAME); several to --out/NAME.
+
+    A control run writes to `<that folder>/control`.
+    """
     if many:
-        return pathlib.Path(args.out or "results") / name
-    return pathlib.Path(args.out) if args.out else pathlib.Path("results") / name
+        base = pathlib.Path(args.out or "results") / name
+    else:
+        base = pathlib.Path(args.out) if args.out else pathlib.Path("results") / name
+    return base / "control" if getattr(args, "control", False) else base
 
 
 def _cmd_list(args) -> int:
     reg = _registry()
-    for name in reg.CHECK_NAMES:
+    for name in reg.check_names():
         try:
             check = reg.load(name)
         except Exception as err:  # a broken check must not hide the others
             print(f"{name}\n    IMPORT ERROR: {type(err).__name__}: {err}\n")
             continue
-        print(f"{name}\n    {check.claim}\n    {check.reference}\n")
-    return 0
-
-
-def _shorten(text: str, width: int = 110) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
+        print(f"{name}\n    {check.claim}\n    {check.reference}")
+        if args.rules:
+            for rule in check.rules:
+                print(f"    rule {rule.name}: {rule.describe()}")
+            control = check.control.description if check.control else "(none declared)"
+            print(f"    control: {control}")
+        print()
+    return EXIT_HOLDS
 
 
 def _print_table(rows: list[tuple[str, str, float, str]]) -> None:
+    """The verdict table; reasons are printed whole (wrapped under the row, not cut)."""
     width = max([len(r[0]) for r in rows] + [5])
     print(f"\n{'check':<{width}}  {'verdict':<12}  {'seconds':>8}  reason")
     for name, verdict, secs, reason in rows:
-        print(f"{name:<{width}}  {verdict:<12}  {secs:8.1f}  {_shorten(reason)}")
+        print(f"{name:<{width}}  {verdict:<12}  {secs:8.1f}  {reason}")
+
+
+def _check_writable(path: pathlib.Path) -> None:
+    """UsageError unless `path` (or its first existing parent) is a writable folder."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
+        raise UsageError(f"--out {path} is not writable ({probe} is "
+                         f"{'not a folder' if not probe.is_dir() else 'read-only'})")
 
 
 def _cmd_check(args) -> int:
-    from covsim.experiments.runner import run_check
+    from covsim.experiments.runner import ConfigMismatchError, run_check
 
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     names = _resolve_names(args.names)
-    if names is None:
-        return 2
     many = len(names) > 1 or args.names == ["all"]
-    rows, worst = [], 0
+    for name in names:
+        _check_writable(_out_for(name, args, many))
+    rows, worst = [], EXIT_HOLDS
     for name in names:
         start = time.perf_counter()
+        check = _registry().load(name)
+        if args.control and check.control is None:
+            raise UsageError(f"check {name!r} declares no negative control")
         try:
-            summary = run_check(_registry().load(name), size=args.size, seeds=args.seeds,
+            summary = run_check(check, size=args.size, seeds=args.seeds,
                                 out=_out_for(name, args, many), base_seed=args.seed,
-                                fresh=args.fresh, progress=not args.quiet)
+                                fresh=args.fresh, progress=not args.quiet, control=args.control)
             verdict, reason = summary.verdict.value, summary.reason
         except KeyboardInterrupt:
             raise
+        except (ConfigMismatchError, PermissionError) as err:
+            raise UsageError(str(err)) from None
         except Exception as err:
             traceback.print_exc()
             verdict, reason = "crashed", f"{type(err).__name__}: {err}"
-        rows.append((name, verdict, time.perf_counter() - start, reason))
-        if verdict in ("fails", "crashed"):
-            worst = 1
+        label = f"{name} (control)" if args.control else name
+        rows.append((label, verdict, time.perf_counter() - start, reason))
+        if verdict == "crashed":
+            worst = EXIT_CRASH
+        elif verdict == "fails" and worst == EXIT_HOLDS:
+            worst = EXIT_FAILS
     _print_table(rows)
     return worst
 
@@ -97,26 +142,29 @@ def _cmd_plot(args) -> int:
     from covsim.experiments.runner import plot_check
 
     names = _resolve_names(args.names)
-    if names is None:
-        return 2
     many = len(names) > 1 or args.names == ["all"]
-    status = 0
+    status = EXIT_HOLDS
     for name in names:
         try:
             for path in plot_check(_registry().load(name), out=_out_for(name, args, many)):
                 print(path)
-        except Exception as err:
-            print(f"covsim plot {name}: {type(err).__name__}: {err}", file=sys.stderr)
-            status = 1
+        except FileNotFoundError as err:
+            raise UsageError(f"covsim plot {name}: {err}") from None
     return status
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="covsim", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="covsim", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__[__doc__.index("Exit codes:"):],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the registered theory checks")
+    ls = sub.add_parser("list", help="list the registered theory checks")
+    ls.add_argument("--rules", action="store_true",
+                    help="also print every declared rule and the negative control")
 
-    c = sub.add_parser("check", help="run theory checks and print their verdicts")
+    c = sub.add_parser("check", help="run theory checks and print their verdicts",
+                       epilog=__doc__[__doc__.index("Exit codes:"):],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("names", nargs="+", metavar="NAME", help="check name(s), or 'all'")
     size = c.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
@@ -124,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--full", dest="size", action="store_const", const="full",
                       help="paper-scale grid, meant for an accelerator")
     c.set_defaults(size="quick")
+    c.add_argument("--control", action="store_true",
+                   help="run the negative control instead (its verdict must be 'fails')")
     c.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the check's)")
     c.add_argument("--out", default=None,
                    help="output folder (default results/NAME; for several checks, the parent)")
@@ -134,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="re-draw figures from saved results")
     pl.add_argument("names", nargs="+", metavar="NAME", help="check name(s), or 'all'")
     pl.add_argument("--out", default=None, help="results folder (as for `check`)")
+    pl.add_argument("--control", action="store_true", help="the control run's figures")
     return p
 
 
@@ -149,17 +200,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"list": _cmd_list, "check": _cmd_check, "plot": _cmd_plot}
     try:
         return commands[args.command](args)
+    except UsageError as err:
+        print(f"covsim: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("covsim: interrupted (finished cells are saved; rerun to resume)", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def check_main(name: str, argv: Sequence[str] | None = None) -> int:
-    """`covsim check NAME ...` for `python -m theory_checks.NAME [--full] ...`.
-
-    Use at the end of a check module:
-    `if __name__ == "__main__": raise SystemExit(check_main("horizon"))`.
-    """
+    """`covsim check NAME ...` with the remaining arguments (for `python -m theory_checks`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     return main(["check", name, *argv])
 

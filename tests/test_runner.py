@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from covsim.experiments import check as check_mod
-from covsim.experiments.check import Check, Summary, Verdict
+from covsim.experiments.check import Analysis, Check, Control, Summary, Verdict
 from covsim.experiments.results import ResultTable, atomic_write_json
 from covsim.experiments.runner import (
     ConfigMismatchError,
@@ -18,7 +18,8 @@ from covsim.experiments.runner import (
     run_check,
     stable_int_hash,
 )
-from covsim.experiments.stats import loglog_slope, slope_assertion
+from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.stats import loglog_slope
 
 XS = [1, 2, 4, 8]
 
@@ -29,6 +30,9 @@ def toy_check(calls=None, interrupt_at=None, slope=-1.0, with_plot=False):
     def grid(size):
         return [{"x": x, "kind": "toy"} for x in (XS if size == "quick" else XS + [16])]
 
+    def control_grid(size):
+        return [dict(cell, kind="flat") for cell in grid(size)]
+
     def one_seed(key, x):
         return x**slope * jnp.exp(0.1 * jax.random.normal(key))
 
@@ -38,14 +42,16 @@ def toy_check(calls=None, interrupt_at=None, slope=-1.0, with_plot=False):
             if interrupt_at is not None and len(calls) == interrupt_at:
                 raise KeyboardInterrupt
         keys = jax.random.split(key, num_seeds)
-        y = jax.vmap(one_seed, in_axes=(0, None))(keys, float(cell["x"]))
+        x = float(cell["x"]) if cell["kind"] == "toy" else 1.0
+        y = jax.vmap(one_seed, in_axes=(0, None))(keys, x)
         return {"y": y, "inf_metric": jnp.full((num_seeds,), jnp.inf)}
 
     def analyze(table, size):
         x, _, _, per_seed = table.group_mean("x", "y")
         fit = loglog_slope(x, per_seed)
-        return Summary([slope_assertion("rate", fit, -1.2, -0.8, what="slope of y in x")],
-                       details={"fit": fit.to_dict()})
+        return Analysis({"rate": Evidence.from_fit(fit, seeds=per_seed.shape[1])},
+                        observations=[Observation("mean_y_at_x1", float(per_seed[0].mean()))],
+                        details={"fit": fit.to_dict()})
 
     def plot(table, summary, out):
         from covsim.plotting import loglog_figure, series_from_table
@@ -55,9 +61,12 @@ def toy_check(calls=None, interrupt_at=None, slope=-1.0, with_plot=False):
         return [loglog_figure(out / "y_vs_x.png", [s], xlabel="x", ylabel="y", title="toy",
                               bounds=[{"x": XS, "y": [1 / x for x in XS], "label": "1/x"}])]
 
+    rules = [Rule("rate", "band", "log-log slope of mean y in x", (-1.2, -0.8),
+                  regime="every x", theory="toy: y = 1/x")]
     return Check(name="toy", claim="y decays like 1/x", reference="none", grid=grid,
-                 run_cell=run_cell, analyze=analyze, plot=plot if with_plot else None,
-                 seeds={"quick": 8, "full": 16})
+                 run_cell=run_cell, analyze=analyze, rules=rules,
+                 control=Control("y does not depend on x", control_grid),
+                 plot=plot if with_plot else None, seeds={"quick": 8, "full": 16})
 
 
 def test_run_writes_all_files_and_verdict_holds(tmp_path):
@@ -77,7 +86,11 @@ def test_run_writes_all_files_and_verdict_holds(tmp_path):
     assert "jax" in config["versions"] and "jax_enable_x64" in config["jax"]
     saved = json.loads((out / "summary.json").read_text())
     assert saved["verdict"] == "holds" and saved["assertions"][0]["name"] == "rate"
-    assert saved["figures"] == [str(out / "y_vs_x.png")]
+    assert saved["figures"] == ["y_vs_x.png"]  # relative to the output folder
+    assert saved["observations"][0]["name"] == "mean_y_at_x1"
+    assert saved["assertions"][0]["details"]["rule"]["kind"] == "band"
+    for name in ("summary.json", "metrics.csv", "config.json"):
+        assert (out / name).stat().st_mode & 0o044 == 0o044, name  # readable by others
     cell = json.loads((out / "cells" / f"{cell_id({'x': 1, 'kind': 'toy'}, 8, 0)}.json").read_text())
     assert cell["metrics"]["inf_metric"] == ["inf"] * 8 and cell["elapsed_s"] >= 0
 
@@ -207,3 +220,13 @@ def test_atomic_write_json_encodes_non_finite(tmp_path):
     p = atomic_write_json(tmp_path / "a.json", {"v": np.array([1.0, np.inf, -np.inf, np.nan])})
     assert json.loads(p.read_text())["v"] == [1.0, "inf", "-inf", "nan"]
     assert check_mod.from_jsonable(json.loads(p.read_text()))["v"][1] == math.inf
+
+
+def test_control_run_writes_its_own_folder_and_fails(tmp_path):
+    chk = toy_check()
+    summary = run_check(chk, out=tmp_path / "toy" / "control", progress=False, control=True)
+    assert summary.verdict == Verdict.FAILS
+    saved = json.loads((tmp_path / "toy" / "control" / "summary.json").read_text())
+    assert saved["control"] is True and saved["expected_verdict"] == "fails"
+    config = json.loads((tmp_path / "toy" / "control" / "config.json").read_text())
+    assert config["control"] is True and config["cells"][0]["kind"] == "flat"

@@ -243,8 +243,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 4, "full": 16},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("best_of_n"))

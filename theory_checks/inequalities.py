@@ -352,8 +352,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 32, "full": 512},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("inequalities"))

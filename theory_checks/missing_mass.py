@@ -228,8 +228,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 400, "full": 20000},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("missing_mass"))

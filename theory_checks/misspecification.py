@@ -165,8 +165,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 64, "full": 1024},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("misspecification"))

@@ -253,9 +253,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 64, "full": 512},
 )
-
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("mle_rates"))

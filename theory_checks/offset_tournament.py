@@ -186,8 +186,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 96, "full": 1024},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("offset_tournament"))

@@ -263,8 +263,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 16, "full": 256},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("sgd_horizon"))

@@ -317,8 +317,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 128, "full": 2048},
 )
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("tightness"))

@@ -189,9 +189,3 @@ CHECK = Check(
     plot=plot,
     seeds={"quick": 32, "full": 256},
 )
-
-
-if __name__ == "__main__":
-    from covsim.cli import check_main
-
-    raise SystemExit(check_main("variance_lower_bound"))

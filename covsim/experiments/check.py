@@ -19,9 +19,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import jax
 
     from covsim.experiments.results import ResultTable
+    from covsim.experiments.rules import Evidence, Observation, Rule
 
 __all__ = [
     "Check",
+    "Control",
+    "Analysis",
     "Verdict",
     "Assertion",
     "Summary",
@@ -30,9 +33,6 @@ __all__ = [
     "to_jsonable",
     "from_jsonable",
 ]
-
-SIZES = ("quick", "full")
-
 
 class Verdict(str, enum.Enum):
     """Outcome of a theory check or of one of its assertions."""
@@ -46,26 +46,61 @@ class Verdict(str, enum.Enum):
 
 
 def _default_seeds() -> dict[str, int]:
-    return {"quick": 16, "full": 256}
+    return {"tiny": 8, "quick": 16, "full": 256}
+
+
+@dataclass(frozen=True)
+class Control:
+    """A negative control: the same analysis on a variant where the claim is false.
+
+    - `description`: what the variant is and why the claim fails on it.
+    - `grid(size)`: the control's cells (the check's `run_cell` and `analyze` handle
+      them; a cell usually carries a ``variant`` parameter saying what is changed).
+
+    `covsim check NAME --control` runs it; its verdict must be *fails*.
+    """
+
+    description: str
+    grid: Callable[[str], list[dict]]
+
+
+@dataclass
+class Analysis:
+    """What a check's `analyze` returns: one evidence per declared rule, observations apart.
+
+    - `evidence`: ``{rule name: Evidence}``; a rule without evidence is *inconclusive*.
+    - `observations`: numbers for information (never change a verdict).
+    - `details`: anything else for `summary.json` (fits for figures, ...).
+    """
+
+    evidence: dict
+    observations: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Check:
-    """One claim of the paper, as a runnable experiment.
+    """One claim of the paper, as a runnable experiment with declared rules.
 
     **Fields**
 
-    - `name`: short identifier, also the module name in `theory_checks/` (e.g. "horizon").
+    - `name`: short identifier (e.g. "horizon"); the entry-point name of the check.
     - `claim`: one sentence stating the claim.
     - `reference`: where it is in the paper, e.g. "arXiv 2510.15020 v2, Prop. 3.2".
     - `grid(size)`: for size "quick" or "full", the list of cells; a cell is a flat
       JSON-serialisable dict of parameters (ints, floats, strings).
     - `run_cell(cell, key, num_seeds)`: simulates all seeds of one cell at once
       (vmapped) and returns `{metric_name: array of shape (num_seeds,)}`.
-    - `analyze(table, size)`: turns all rows (a `ResultTable`) into a `Summary`.
+    - `rules`: the declared :class:`~covsim.experiments.rules.Rule` s, fixed before any run.
+    - `analyze(table, size)`: computes the statistics — an :class:`Analysis` with one
+      :class:`~covsim.experiments.rules.Evidence` per rule; the framework judges them.
+    - `control`: the negative :class:`Control` (its verdict must be *fails*).
     - `plot(table, summary, out_dir)`: optional; draws figures from saved results
       into `out_dir` and returns their paths.
-    - `seeds`: default number of seeds per size.
+    - `seeds`: default number of seeds per size ("tiny" is the size the test suite runs).
+    - `paired_over`: cell parameters left out of the cell's key, so cells that differ only
+      in them (e.g. ``("H",)``) draw the same seed keys — common random numbers, so
+      slopes and comparisons across those cells are estimated on paired draws.
     """
 
     name: str
@@ -73,15 +108,56 @@ class Check:
     reference: str
     grid: Callable[[str], list[dict]]
     run_cell: Callable[[dict, "jax.Array", int], dict[str, np.ndarray]]
-    analyze: Callable[["ResultTable", str], "Summary"]
+    analyze: Callable[["ResultTable", str], "Analysis"]
+    rules: tuple = ()
+    control: Control | None = None
     plot: Callable[["ResultTable", "Summary", pathlib.Path], list[pathlib.Path]] | None = None
     seeds: Mapping[str, int] = field(default_factory=_default_seeds)
+    paired_over: tuple = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "paired_over", tuple(self.paired_over))
+        names = [r.name for r in self.rules]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"check {self.name!r}: rule names must be unique, repeated: {dup}")
 
     def num_seeds(self, size: str) -> int:
         """Default number of seeds for `size` ("quick" or "full")."""
         if size not in self.seeds:
             raise ValueError(f"size must be one of {sorted(self.seeds)}, got {size!r}")
         return int(self.seeds[size])
+
+    def key_params(self, cell: Mapping) -> dict:
+        """The part of `cell` its seed keys are derived from (all but `paired_over`)."""
+        return {k: v for k, v in cell.items() if k not in self.paired_over}
+
+    def cells(self, size: str, *, control: bool = False) -> list[dict]:
+        """The cells of the run (`control=True`: of the negative control)."""
+        if control:
+            if self.control is None:
+                raise ValueError(f"check {self.name!r} declares no negative control")
+            return list(self.control.grid(size))
+        return list(self.grid(size))
+
+    def judge(self, analysis: "Analysis | Summary") -> "Summary":
+        """Apply the declared rules to `analysis` (see :func:`~covsim.experiments.rules.judge`).
+
+        Evidence for a name that is not a declared rule is an error (rules are data,
+        declared up front). A legacy `analyze` returning a :class:`Summary` is passed through.
+        """
+        from covsim.experiments.rules import judge
+
+        if isinstance(analysis, Summary):
+            return analysis
+        declared = {r.name for r in self.rules}
+        extra = sorted(set(analysis.evidence) - declared)
+        if extra:
+            raise ValueError(f"check {self.name!r}: evidence for undeclared rule(s) {extra}; "
+                             f"declared: {sorted(declared)}")
+        assertions = [judge(r, analysis.evidence.get(r.name)) for r in self.rules]
+        return Summary(assertions, dict(analysis.details), list(analysis.observations))
 
 
 @dataclass
@@ -124,6 +200,7 @@ class Summary:
 
     assertions: list[Assertion]
     details: dict = field(default_factory=dict)
+    observations: list = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:
@@ -157,15 +234,20 @@ def summary_to_json(summary: Summary) -> dict:
         "verdict": summary.verdict.value,
         "reason": summary.reason,
         "assertions": [a.to_json() for a in summary.assertions],
+        "observations": [o.to_json() if hasattr(o, "to_json") else to_jsonable(o)
+                         for o in summary.observations],
         "details": to_jsonable(summary.details),
     }
 
 
 def summary_from_json(obj: Mapping) -> Summary:
     """Inverse of :func:`summary_to_json` (extra keys such as timing are ignored)."""
+    from covsim.experiments.rules import Observation
+
     return Summary(
         assertions=[Assertion.from_json(a) for a in obj.get("assertions", [])],
         details=from_jsonable(obj.get("details", {})),
+        observations=[Observation.from_json(from_jsonable(o)) for o in obj.get("observations", [])],
     )
 
 

@@ -20,7 +20,10 @@ _MISSING = object()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Write `text` to `path` atomically (temp file in the same folder, then `os.replace`)."""
+    """Write `text` to `path` atomically (temp file in the same folder, then `os.replace`).
+
+    The file is made readable by others (mode 0644 less the umask), like the figures.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,6 +32,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:

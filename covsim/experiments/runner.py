@@ -9,7 +9,9 @@ Layout of the output folder (default `results/<check.name>`):
 - figures written by `check.plot`
 
 Per-cell keys are `fold_in(PRNGKey(base_seed), stable_int_hash(cell))`, so the
-results do not depend on cell order, on resuming, or on which other cells exist.
+results do not depend on cell order, on resuming, or on which other cells exist. The
+parameters a check lists in `Check.paired_over` are left out of that hash: cells that
+differ only in them share their seed keys (common random numbers).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 _PACKAGES = ("jax", "jaxlib", "numpy", "optax", "equinox", "covsim")
-_IDENTITY = ("check", "size", "seeds", "base_seed", "cells")
+_IDENTITY = ("check", "size", "seeds", "base_seed", "cells", "control")
 
 
 class ConfigMismatchError(RuntimeError):
@@ -119,11 +121,15 @@ def _jax_info() -> dict:
     }
 
 
-def _config(check: Check, size: str, seeds: int, base_seed: int, cells: list[dict]) -> dict:
+def _config(check: Check, size: str, seeds: int, base_seed: int, cells: list[dict],
+            control: bool = False) -> dict:
     return {
         "check": check.name,
         "claim": check.claim,
         "reference": check.reference,
+        "control": bool(control),
+        "control_description": check.control.description if (control and check.control) else None,
+        "rules": [r.to_json() for r in check.rules],
         "size": size,
         "seeds": seeds,
         "base_seed": base_seed,
@@ -193,7 +199,7 @@ def _validate_metrics(check: Check, cell: dict, raw: Any, seeds: int) -> dict[st
 
 def _run_one(check: Check, cell: dict, seeds: int, base_seed: int) -> tuple[dict, float]:
     start = time.perf_counter()
-    raw = check.run_cell(dict(cell), cell_key(cell, base_seed), seeds)
+    raw = check.run_cell(dict(cell), cell_key(check.key_params(cell), base_seed), seeds)
     metrics = _validate_metrics(check, cell, raw, seeds)  # np.asarray waits for the device
     return metrics, time.perf_counter() - start
 
@@ -214,15 +220,18 @@ def run_check(
     base_seed: int = 0,
     fresh: bool = False,
     progress: bool = True,
+    control: bool = False,
 ) -> Summary:
-    """Run every cell of `check.grid(size)` (resuming finished ones), analyse, plot.
+    """Run every cell of `check.grid(size)` (resuming finished ones), judge, plot.
 
     **Arguments**
 
     - `size`: "quick" or "full". `seeds`: seeds per cell (default `check.seeds[size]`).
-    - `out`: output folder (default `results/<check.name>` relative to the cwd).
+    - `out`: output folder (default `results/<check.name>`, or `results/<check.name>/control`
+      for the control, relative to the cwd).
     - `base_seed`: root of the per-cell keys. `fresh`: discard previous cells.
     - `progress`: one line per cell on stderr.
+    - `control`: run the check's negative control instead (its verdict must be *fails*).
 
     **Returns** the check's :class:`Summary` (also written to `out/summary.json`).
     Raises :class:`ConfigMismatchError` if `out` holds another configuration and
@@ -232,11 +241,13 @@ def run_check(
     seeds = check.num_seeds(size) if seeds is None else int(seeds)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    out = pathlib.Path(out) if out is not None else pathlib.Path("results") / check.name
-    cells = json.loads(json.dumps(to_jsonable(list(check.grid(size)))))
+    if out is None:
+        out = pathlib.Path("results") / check.name / ("control" if control else "")
+    out = pathlib.Path(out)
+    cells = json.loads(json.dumps(to_jsonable(check.cells(size, control=control))))
     if not cells:
         raise ValueError(f"{check.name}.grid({size!r}) returned no cells")
-    _prepare_folder(out, _config(check, size, seeds, base_seed, cells), fresh)
+    _prepare_folder(out, _config(check, size, seeds, base_seed, cells, control), fresh)
 
     rows: list[dict] = []
     n_run = n_cached = 0
@@ -267,21 +278,22 @@ def run_check(
     ResultTable(rows).to_csv(out / "metrics.csv")
     table = ResultTable.read_csv(out / "metrics.csv")  # analyse exactly what is saved
     t_analyze = time.perf_counter()
-    summary = check.analyze(table, size)
+    summary = check.judge(check.analyze(table, size))
     timing = {"total_s": time.perf_counter() - t0, "analyze_s": time.perf_counter() - t_analyze,
               "cells_run": n_run, "cells_cached": n_cached, "cell_seconds": cell_seconds}
-    _write_summary(out, check, summary, timing)
-    _plot(check, out, summary, timing)
+    meta = {"control": bool(control), "expected_verdict": "fails" if control else "holds"}
+    _write_summary(out, check, summary, timing, meta)
+    _plot(check, out, summary, timing, meta)
     return summary
 
 
 def _write_summary(out: pathlib.Path, check: Check, summary: Summary, timing: dict,
                    extra: dict | None = None) -> None:
-    obj = {"check": check.name, **summary_to_json(summary), "timing": timing, **(extra or {})}
+    obj = {"check": check.name, **(extra or {}), **summary_to_json(summary), "timing": timing}
     atomic_write_json(out / "summary.json", obj)
 
 
-def _plot(check: Check, out: pathlib.Path, summary: Summary, timing: dict) -> None:
+def _plot(check: Check, out: pathlib.Path, summary: Summary, timing: dict, meta: dict) -> None:
     """Draw figures from the saved table; a plotting error is reported, not fatal."""
     if check.plot is None:
         return
@@ -290,9 +302,10 @@ def _plot(check: Check, out: pathlib.Path, summary: Summary, timing: dict) -> No
     except Exception as err:  # the verdict matters more than a figure
         print(f"warning: {check.name}.plot failed: {err!r}", file=sys.stderr)
         summary.details["plot_error"] = repr(err)
-        _write_summary(out, check, summary, timing, {"plot_error": repr(err)})
+        _write_summary(out, check, summary, timing, {**meta, "plot_error": repr(err)})
         return
-    _write_summary(out, check, summary, timing, {"figures": [str(p) for p in figures]})
+    rel = [os.path.relpath(p, out) for p in figures]  # relative: the folder can be moved
+    _write_summary(out, check, summary, timing, {**meta, "figures": rel})
 
 
 def plot_check(check: Check, *, out: str | os.PathLike | None = None,
@@ -311,10 +324,10 @@ def plot_check(check: Check, *, out: str | os.PathLike | None = None,
 
 
 def load_check(name: str) -> Check:
-    """Import `theory_checks.<name>` and return its `CHECK` (ValueError for unknown names)."""
-    import theory_checks
+    """The check registered as `name` in the ``covsim.checks`` entry points (ValueError if none)."""
+    from covsim.experiments import registry
 
-    return theory_checks.load(name)
+    return registry.load(name)
 
 
 def run_checks(
@@ -328,12 +341,12 @@ def run_checks(
     `out` is the parent folder (default `results`); other keyword arguments go to
     :func:`run_check`. Returns `{name: Summary}`; the first crash propagates.
     """
-    import theory_checks
+    from covsim.experiments import registry
 
     if isinstance(names, str):
         names = [names]
     names = list(names)
     if names == ["all"]:
-        names = list(theory_checks.CHECK_NAMES)
+        names = registry.check_names()
     parent = pathlib.Path(out) if out is not None else pathlib.Path("results")
     return {n: run_check(load_check(n), out=parent / n, **kwargs) for n in names}
