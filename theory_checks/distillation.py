@@ -32,7 +32,7 @@ import numpy as np
 from covsim import bounds
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.stats import loglog_slope, monotone_assertion, no_growth_assertion
-from theory_checks.sgd_horizon import (
+from theory_checks._pivotal import (
     GROWTH_SLOPE,
     cell_seed,
     mc_coverage_at,

@@ -28,7 +28,7 @@ import covsim
 from covsim import bounds
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.stats import loglog_slope, monotone_assertion, no_growth_assertion
-from theory_checks.sgd_horizon import (
+from theory_checks._pivotal import (
     GROWTH_SLOPE,
     NORMALIZED_ETA_FACTOR,
     cell_seed,

@@ -25,7 +25,7 @@ import numpy as np
 from covsim import bounds
 from covsim.experiments.check import Assertion, Check, Summary, Verdict
 from covsim.experiments.stats import loglog_slope, mean_ci, no_growth_assertion
-from theory_checks.sgd_horizon import (
+from theory_checks._pivotal import (
     GROWTH_SLOPE,
     cell_seed,
     exact_mean_bound_assertion,
