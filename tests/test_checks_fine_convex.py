@@ -1,0 +1,139 @@
+"""Tests of the fine_rate and convex_class checks and their instances (covsim.instances.classes)."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import itertools  # noqa: E402
+import math  # noqa: E402
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import covsim  # noqa: E402
+from covsim.experiments.check import Verdict  # noqa: E402
+from covsim.experiments.results import ResultTable  # noqa: E402
+from covsim.instances import classes  # noqa: E402
+from covsim.instances.statistical import fine_tightness_model, fine_tightness_truth  # noqa: E402
+from theory_checks import fine_rate  # noqa: E402
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _verdicts(summary):
+    return {a.name: a.verdict for a in summary.assertions}
+
+
+# ---------------------------------------------------------------------------
+# fine_ladder instance
+
+
+def test_fine_ladder_instance_facts():
+    inst = classes.fine_ladder(6144, 32, fine_rate.LEVELS)
+    assert inst.mu.shape == (6 * 33,)
+    assert float(jnp.sum(inst.mu)) == pytest.approx(1.0, abs=1e-12)
+    assert inst.info["epsilon"] == pytest.approx(0.5 * math.sqrt(32 / 1024))
+    np.testing.assert_allclose(inst.info["p"], [0.5 * inst.info["epsilon"] ** 2 / L for L in fine_rate.LEVELS])
+    with pytest.raises(ValueError, match="n/J >= 2d"):
+        classes.fine_ladder(100, 32, (2.5, 5.0))
+    with pytest.raises(ValueError, match="increase"):
+        classes.fine_ladder(6144, 32, (5.0, 2.5))
+
+
+def test_fine_ladder_terms_match_docstring():
+    t = fine_rate.bound_terms(6144)
+    assert t["c_fine"] == pytest.approx(6 * math.log1p(2.0**32) / 6144)
+    assert t["c_coarse"] == pytest.approx((6 * math.log(2) + math.log(10)) / 6144)
+    assert t["regime_levels"] == [2.5, 5.0, 10.0, 20.0]
+    assert all(b < 1 for b in t["bound"].values())
+
+
+def _ladder_candidates(d, J, eps, levels):
+    """The whole product class, block models from fine_tightness (brute force)."""
+    truth = fine_tightness_truth(d).logits
+    blocks = []
+    for L in levels:
+        opts = [truth] + [fine_tightness_model(jnp.asarray(s, float), eps, math.exp(L)).logits
+                          for s in itertools.product((1.0, -1.0), repeat=d)]
+        blocks.append(opts)
+    return [covsim.TabularModel(jnp.concatenate(c, axis=0), horizon=1) for c in itertools.product(*blocks)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fine_ladder_mle_equals_brute_force(seed):
+    d, levels, n = 2, (2.5, 5.0), 16
+    inst = classes.fine_ladder(n, d, levels, c_eps=0.9, c_p=3.0)  # larger ε, p: both branches occur
+    cands = _ladder_candidates(d, 2, inst.info["epsilon"], levels)
+    assert len(cands) == (2**d + 1) ** 2
+    x, y = covsim.sample(inst.truth, inst.mu, n, key=jax.random.PRNGKey(seed))
+    counts = classes.fine_ladder_counts(x, y, d, 2)
+    model, gains = classes.fine_ladder_mle(counts, inst.info["epsilon"], jnp.asarray(levels))
+    ll = np.asarray([float(jnp.sum(jax.vmap(lambda a, b: covsim.log_prob(c, a, b))(x, y))) for c in cands])
+    ll_mle = float(jnp.sum(jax.vmap(lambda a, b: covsim.log_prob(model, a, b))(x, y)))
+    assert ll_mle == pytest.approx(ll.max(), abs=1e-9)
+    Ns = jnp.exp(jnp.asarray([1.0, 2.5, 3.0, 5.0, 6.0]))
+    cov = covsim.coverage(inst.truth, model, inst.mu, Ns)
+    closed = classes.fine_ladder_coverage(gains, inst.info["weights"], jnp.asarray(levels), Ns)
+    np.testing.assert_allclose(np.asarray(cov)[1:], np.asarray(closed)[1:], atol=1e-14)
+
+
+def test_fine_ladder_log_covering_is_a_cover():
+    # a centre Ber(1/2) on fine prompts covers every π_θ-block at α = −log(1−ε)
+    eps = 0.1
+    a = -math.log1p(-eps)
+    th = fine_tightness_model(jnp.asarray([1.0, -1.0, 1.0]), eps, 8.0).logits[1:]
+    centre = jnp.full_like(th, -math.log(2.0))
+    assert float(jnp.max(jnp.abs(th - centre))) <= a + 1e-12
+    assert float(classes.fine_ladder_log_covering(a, 3, 2, eps)) == pytest.approx(2 * math.log(2))
+    assert float(classes.fine_ladder_log_covering(a / 2, 3, 2, eps)) == pytest.approx(2 * math.log(9))
+
+
+def test_fine_ladder_plugin_zero_on_unseen():
+    counts = jnp.zeros((1, 3, 2)).at[0, 1, 1].set(3.0).at[0, 1, 0].set(1.0)
+    m = classes.fine_ladder_plugin(counts)
+    p = np.exp(np.asarray(m.logits)).reshape(3, 2)
+    np.testing.assert_allclose(p, [[1, 0], [0.25, 0.75], [1, 0]])
+
+
+# ---------------------------------------------------------------------------
+# fine_rate check
+
+
+def test_fine_rate_run_cell_shapes():
+    out = fine_rate.run_cell({"learner": "mle", "n": 6144, "d": 32}, KEY, 3)
+    for name, v in out.items():
+        assert np.asarray(v).shape == (3,), name
+        assert np.all(np.isfinite(v)), name
+    assert np.all(out["closed_mismatch"] == 0)
+    ctrl = fine_rate.run_cell({"learner": "plugin", "n": 6144, "d": 32}, KEY, 3)
+    cols = [fine_rate._col(L) for L in fine_rate.LEVELS]
+    for s in range(3):  # the plug-in's coverage is the same at every level
+        assert len({float(ctrl[c][s]) for c in cols}) == 1
+
+
+def _table(fn, S=64, n=6144, rng=np.random.default_rng(0)):
+    rows = []
+    for s in range(S):
+        row = {"learner": "mle", "n": n, "d": 32, "seed": s, "closed_mismatch": 0.0}
+        for L in fine_rate._log_ns():
+            row[fine_rate._col(L)] = fn(L, rng)
+        for L in fine_rate.LEVELS:
+            row[f"mle_deviates_L{L:g}"] = 1.0
+        rows.append(row)
+    return ResultTable(rows)
+
+
+def test_fine_rate_analyze_holds_on_one_over_log_n():
+    table = _table(lambda L, rng: 1e-3 / L * rng.uniform(0.8, 1.2))
+    v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
+    assert v == {"decay_in_log_N": Verdict.HOLDS, "below_bound_whp": Verdict.HOLDS}
+
+
+def test_fine_rate_analyze_fails_when_flat_or_above_bound():
+    table = _table(lambda L, rng: 2e-4 * rng.uniform(0.8, 1.2))
+    v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
+    assert v["decay_in_log_N"] == Verdict.FAILS
+    table = _table(lambda L, rng: 0.5 / L * rng.uniform(0.8, 1.2))
+    v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
+    assert v["below_bound_whp"] == Verdict.FAILS
