@@ -90,15 +90,14 @@ def _print_table(rows: list[tuple[str, str, float, str]]) -> None:
 
 
 def _check_writable(path: pathlib.Path) -> None:
-    """UsageError unless `path` (or its first existing parent) is a writable folder."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
-        raise UsageError(f"--out {path} is not writable ({probe} is "
-                         f"{'not a folder' if not probe.is_dir() else 'read-only'})")
+    """UsageError unless `path` can be created as a folder and written into."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".covsim-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {path} is not writable: {err.strerror or err}") from None
 
 
 def _cmd_check(args) -> int:

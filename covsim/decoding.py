@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from jax import Array
 
 from covsim._validate import check_distribution, check_key, check_positive_int, check_thresholds
-from covsim.exact import TIE_TOLERANCE
-from covsim.fit.sgd import _categorical_kl, _gather_contexts, _token_score, projection
+from covsim.exact import TIE_TOLERANCE, _kl_context
+from covsim.fit.sgd import _gather_contexts, _token_score, projection
 from covsim.instances._base import Ball, Box
 from covsim.metrics import MCEstimate
 from covsim.models import LinearModel, SequenceModel, next_token_log_probs, sample
@@ -54,7 +54,7 @@ def _teacher_forced(features, theta, x, y, learning_rate, constraint, truth_tabl
     def step(current, inputs):
         context, token, teacher_h = inputs
         score, log_q = _token_score(context, current, token)
-        kl_h = _categorical_kl(teacher_h, log_q) if truth_table is not None else jnp.zeros((), log_q.dtype)
+        kl_h = _kl_context(teacher_h, log_q) if truth_table is not None else jnp.zeros((), log_q.dtype)
         return project(current + learning_rate * score), (log_q[token], kl_h)
 
     _, (token_lp, step_kl) = jax.lax.scan(step, theta.astype(features.dtype), (contexts, y, teacher))

@@ -40,7 +40,6 @@ __all__ = [
     "enumerate_sequences",
     "coverage_exact",
     "stopped_kl_exact",
-    "path_sum_tail_exact",
     "coverage_independent",
     "independent_tail",
     "Bracket",
@@ -354,20 +353,6 @@ def _stopped_kl_exact(p, q, mu, N):
     weight = mu[:, None] * jnp.exp(seq_lp)
     stopped = jnp.minimum(log_n.reshape(-1), eps_sum[..., None])
     return jnp.einsum("xk,xkj->j", weight, stopped).reshape(log_n.shape)
-
-
-def path_sum_tail_exact(p: SequenceModel, q: SequenceModel, mu, table: Array, threshold) -> Array:
-    r""":math:`P_{x\sim\mu,y\sim p}[\sum_h f(x,h,y_{h-1}) \ge t]` by enumeration, shape of ``threshold``.
-
-    Used for the partial converse (v2 Prop. D.11), with ``f`` the per-step squared
-    Hellinger distance and ``t = log(N/δ)``.
-    """
-    seq_lp, _, (total,) = enumerate_sequences(p, q, mu, (table,))
-    mu = jnp.asarray(mu, dtype=seq_lp.dtype)
-    t = jnp.asarray(threshold, dtype=seq_lp.dtype)
-    weight = mu[:, None] * jnp.exp(seq_lp)
-    hit = (total[..., None] >= t.reshape(-1) - TIE_TOLERANCE).astype(weight.dtype)
-    return jnp.einsum("xk,xkj->j", weight, hit).reshape(t.shape)
 
 
 # ---------------------------------------------------------------------------

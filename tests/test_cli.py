@@ -1,15 +1,18 @@
 """Tests of the `covsim` command line, with toy checks registered by monkeypatching."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-import theory_checks
-from covsim.cli import check_main, main
-from covsim.experiments.check import Check, Summary
-from covsim.experiments.stats import zero_violation_assertion
+from covsim.cli import EXIT_CRASH, EXIT_FAILS, EXIT_HOLDS, EXIT_USAGE, check_main, main
+from covsim.experiments import registry as registry_mod
+from covsim.experiments.check import Analysis, Check, Control
+from covsim.experiments.rules import Evidence, Rule
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +31,8 @@ def make_check(name, verdict="holds"):
         return {"v": v, "is_f64": jnp.full((num_seeds,), v.dtype == jnp.float64)}
 
     def analyze(table, size):
-        violations = 0 if verdict == "holds" else 1
-        return Summary([zero_violation_assertion("ineq", violations, len(table))])
+        violations = 0 if (verdict == "holds" and table.rows[0].get("variant") != "control") else 1
+        return Analysis({"ineq": Evidence.count(violations, len(table), seeds=8)})
 
     def plot(table, summary, out):
         from covsim.plotting import scatter_figure
@@ -39,7 +42,11 @@ def make_check(name, verdict="holds"):
 
     return Check(name=name, claim=f"{name} claim", reference="arXiv 2510.15020 v2, Prop. 0",
                  grid=lambda size: [{"i": i} for i in range(2)], run_cell=run_cell,
-                 analyze=analyze, plot=plot, seeds={"quick": 3, "full": 5})
+                 analyze=analyze, plot=plot, seeds={"quick": 3, "full": 5},
+                 rules=[Rule("ineq", "zero_violations", "violations of the toy inequality", None,
+                             regime="every cell", theory="§0 toy")],
+                 control=Control("the inequality is violated on purpose",
+                                 lambda size: [{"i": i, "variant": "control"} for i in range(2)]))
 
 
 @pytest.fixture
@@ -52,16 +59,31 @@ def registry(monkeypatch):
             raise ImportError("missing dependency")
         return checks[name]
 
-    monkeypatch.setattr(theory_checks, "CHECK_NAMES", ["good", "bad", "crashy", "broken"])
-    monkeypatch.setattr(theory_checks, "load", load)
+    names = ["good", "bad", "crashy", "broken"]
+    monkeypatch.setattr(registry_mod, "check_names", lambda: list(names))
+    monkeypatch.setattr(registry_mod, "load", load)
+    checks["_names"] = names
     return checks
 
 
 def test_list_real_registry_returns_0(capsys):
-    assert main(["list"]) == 0
+    assert main(["list", "--rules"]) == 0
     out = capsys.readouterr().out
-    for name in theory_checks.CHECK_NAMES:
+    names = registry_mod.check_names()
+    assert "horizon" in names and "inequalities" in names
+    for name in names:
         assert name in out
+    assert "IMPORT ERROR" not in out
+    assert "rule " in out and "control: " in out
+
+
+def test_registry_reads_the_entry_point_group():
+    import importlib.metadata
+
+    eps = {ep.name for ep in importlib.metadata.entry_points(group=registry_mod.GROUP)}
+    assert set(registry_mod.check_names()) == eps
+    with pytest.raises(ValueError, match="unknown check"):
+        registry_mod.load("definitely_not_a_check")
 
 
 def test_list_shows_import_errors_without_crashing(registry, capsys):
@@ -101,15 +123,51 @@ def test_check_holds_returns_0_and_enables_x64(registry, tmp_path, capsys):
     assert (tmp_path / "v_vs_v.png").exists()
 
 
-def test_check_fails_or_crash_returns_1(registry, tmp_path, capsys):
-    assert main(["check", "bad", "--out", str(tmp_path / "bad"), "--quiet"]) == 1
-    assert main(["check", "crashy", "--out", str(tmp_path / "c"), "--quiet"]) == 1
+def test_check_fails_returns_1_and_crash_returns_3(registry, tmp_path, capsys):
+    assert main(["check", "bad", "--out", str(tmp_path / "bad"), "--quiet"]) == EXIT_FAILS
+    assert main(["check", "crashy", "--out", str(tmp_path / "c"), "--quiet"]) == EXIT_CRASH
+    captured = capsys.readouterr()
+    assert "fails" in captured.out and "crashed" in captured.out and "boom" in captured.out
+    assert "Traceback" in captured.err  # a crash shows its traceback
+
+
+def test_control_run_fails_in_its_own_folder(registry, tmp_path):
+    assert main(["check", "good", "--control", "--out", str(tmp_path), "--quiet"]) == EXIT_FAILS
+    saved = json.loads((tmp_path / "control" / "summary.json").read_text())
+    assert saved["control"] is True and saved["verdict"] == "fails"
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["check", "good", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["check", "good", "--seeds", "x"], "invalid int value"),
+    (["check", "nope"], "unknown check"),
+    (["check", "good", "--out", "/etc/hostname/covsim"], "not writable"),
+    (["check", "good", "--out", "/proc/covsim-not-writable"], "not writable"),
+    (["plot", "good", "--out", "/nonexistent/covsim"], "no saved results"),
+])
+def test_user_mistakes_exit_2_with_one_line_and_no_traceback(registry, argv, needle, capsys):
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_exit_code_table_in_help(capsys):
+    assert main(["check", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "fails" in out and "crashed" in out and "boom" in out
+    for code in ("0 ", "1 ", "2 ", "3 "):
+        assert f"\n  {code}" in out
+
+
+def test_python_m_theory_checks_is_the_cli():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-m", "theory_checks", "nope"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == EXIT_USAGE and "unknown check" in res.stderr
 
 
 def test_check_all_uses_out_as_parent_and_options(registry, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(theory_checks, "CHECK_NAMES", ["good", "bad"])
+    monkeypatch.setattr(registry_mod, "check_names", lambda: ["good", "bad"])
     code = main(["check", "all", "--out", str(tmp_path), "--full", "--seeds", "2", "--seed", "7", "--quiet"])
     assert code == 1
     for name in ("good", "bad"):
@@ -117,13 +175,9 @@ def test_check_all_uses_out_as_parent_and_options(registry, monkeypatch, tmp_pat
         assert (config["size"], config["seeds"], config["base_seed"]) == ("full", 2, 7)
     out = capsys.readouterr().out
     assert out.index("good") < out.index("bad")
-    # a changed configuration is refused (crash, exit 1) unless --fresh
-    assert main(["check", "good", "--out", str(tmp_path / "good"), "--quiet"]) == 1
-    assert main(["check", "good", "--out", str(tmp_path / "good"), "--quiet", "--fresh"]) == 0
-
-
-def test_plot_without_results_returns_1(registry, tmp_path):
-    assert main(["plot", "good", "--out", str(tmp_path)]) == 1
+    # a changed configuration is a user's mistake (exit 2) unless --fresh
+    assert main(["check", "good", "--out", str(tmp_path / "good"), "--quiet"]) == EXIT_USAGE
+    assert main(["check", "good", "--out", str(tmp_path / "good"), "--quiet", "--fresh"]) == EXIT_HOLDS
 
 
 def test_check_main_for_python_m(registry, tmp_path):

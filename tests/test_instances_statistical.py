@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from scipy import optimize, stats  # noqa: E402
 
 import covsim  # noqa: E402
+from covsim import bounds  # noqa: E402
 from covsim.instances._base import Ball, Box  # noqa: E402
 from covsim.instances.statistical import (  # noqa: E402
     bernoulli_expected_coverage,
@@ -40,7 +41,6 @@ from covsim.instances.statistical import (  # noqa: E402
     kl_horizon_coverage,
     kl_horizon_expected_coverage,
     kl_horizon_expected_kl,
-    kl_horizon_kappa,
     kl_horizon_kl,
     kl_horizon_lower_bound,
     kl_horizon_mle,
@@ -165,8 +165,8 @@ def test_bernoulli_tightness_pair_validation():
 
 
 def test_kl_horizon_kappa_values():
-    assert kl_horizon_kappa(1.0) == pytest.approx(0.3278, abs=1e-4)
-    assert kl_horizon_kappa(3.0) == pytest.approx(0.676, abs=1e-3)
+    assert float(bounds.kappa(1.0)) == pytest.approx(0.3278, abs=1e-4)
+    assert float(bounds.kappa(3.0)) == pytest.approx(0.676, abs=1e-3)
 
 
 @pytest.mark.parametrize("B", [1.0, 3.0])
@@ -183,7 +183,7 @@ def test_kl_horizon_instance(B):
     np.testing.assert_allclose(covsim.inherent_variance(inst.truth, inst.mu), inst.info["sigma2"], rtol=1e-12)
     # KL on the unseen event (θ̂ = 0) is exactly κ(B) H / (2n)
     kl0 = covsim.kl(inst.truth, inst.model(jnp.zeros(1)), inst.mu)
-    np.testing.assert_allclose(kl0, kl_horizon_kappa(B) * H / (2 * n), rtol=1e-12)
+    np.testing.assert_allclose(kl0, float(bounds.kappa(B)) * H / (2 * n), rtol=1e-12)
     np.testing.assert_allclose(inst.info["kl_when_unseen"], kl0, rtol=1e-12)
     # closed-form KL and coverage against covsim at other θ̂
     Ns = jnp.asarray([1.5, 2.0, 16.0, 256.0])

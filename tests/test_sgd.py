@@ -373,3 +373,23 @@ def test_online_sequence_sampler_matches_exact_law(prev_dependent):
             exact[xi * v_**h_ + idx] = float(mu[xi]) * math.exp(float(covsim.log_prob(truth, xi, jnp.array(seq))))
     se = np.sqrt(exact * (1 - exact) / n)
     assert np.all(np.abs(freq - exact) <= 5 * se + 1e-12), np.max(np.abs(freq - exact) / np.maximum(se, 1e-12))
+
+
+@pytest.mark.parametrize("sigma2", [0.0, 0.7])
+def test_default_config_step_sizes_are_the_stated_formulas(sigma2):
+    """THEORY §6.6, written out here once more by hand: default_config must agree."""
+    B, H, T, N = 1.5, 16, 1000, 8.0
+    M = math.log(N)
+    inf = math.inf
+    expect = {
+        "vanilla": min(1 / (2 * H * B**2), math.sqrt(2 / (sigma2 * T)) if sigma2 else inf),
+        "token": min(1 / (2 * B**2), (sigma2 * T) ** -0.5 if sigma2 else inf),
+        "truncated": min(1 / (256 * M * B**2), (T * sigma2 * M) ** -0.5 if sigma2 else inf),
+        "normalized": min(1 / (128 * B), (M / (sigma2 * T)) ** 0.25 if sigma2 else inf),
+    }
+    for method, eta in expect.items():
+        cfg = sgd.default_config(method, sigma2=sigma2, B=B, H=H, T=T, N=N)
+        assert cfg.learning_rate == pytest.approx(eta, rel=1e-12), method
+    cfg = sgd.default_config("normalized", sigma2=sigma2, B=B, H=H, T=T, N=N)
+    assert cfg.lam == pytest.approx(M / (16 * expect["normalized"]), rel=1e-12)
+    assert cfg.lam >= 8 * B * M * (1 - 1e-12) and cfg.learning_rate * cfg.lam <= M / 16 * (1 + 1e-12)

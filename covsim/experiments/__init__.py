@@ -1,7 +1,9 @@
-"""Theory-check machinery: the Check data model, the resumable grid runner,
-results I/O and the statistics (log–log slopes with bootstrap CIs, assertions)."""
+"""Theory-check machinery: the Check data model with declared rules and negative controls,
+the judge, the resumable grid runner, results I/O, the statistics (log–log slopes with
+bootstrap CIs) and the entry-point registry of checks."""
 
-from covsim.experiments.check import Assertion, Check, Summary, Verdict
+from covsim.experiments.check import Analysis, Assertion, Check, Control, Summary, Verdict
+from covsim.experiments.rules import Evidence, Observation, Rule, judge
 from covsim.experiments.results import ResultTable, atomic_write_json, atomic_write_text
 from covsim.experiments.runner import (
     ConfigMismatchError,
@@ -24,7 +26,8 @@ from covsim.experiments.stats import (
 )
 
 __all__ = [
-    "Assertion", "Check", "Summary", "Verdict",
+    "Analysis", "Assertion", "Check", "Control", "Summary", "Verdict",
+    "Evidence", "Observation", "Rule", "judge",
     "ResultTable", "atomic_write_json", "atomic_write_text",
     "ConfigMismatchError", "load_check", "plot_check", "run_check", "run_checks",
     "SlopeFit", "bootstrap_ci", "flat_assertion", "growth_assertion", "loglog_slope",

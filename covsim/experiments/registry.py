@@ -8,8 +8,7 @@ Any installed package can register theory checks by declaring, in its
 
 where ``CHECK`` is a :class:`~covsim.experiments.check.Check`. covsim's own checks
 (the ``theory_checks`` package) are registered the same way, so covsim never imports
-them by name. Names are listed in the order the entry points are found (covsim's own
-first, in the order of its ``pyproject.toml``).
+them by name. Names are listed sorted: covsim's own checks first, then other packages'.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class UnknownCheckError(ValueError):
 def _entry_points() -> dict:
     found: dict = {}
     eps = sorted(importlib.metadata.entry_points(group=GROUP),
-                 key=lambda ep: 0 if ep.value.startswith("theory_checks.") else 1)
+                 key=lambda ep: (0 if ep.value.startswith("theory_checks.") else 1, ep.name))
     for ep in eps:
         found.setdefault(ep.name, ep)  # first wins (an editable and a plain install may both list it)
     return found

@@ -34,6 +34,7 @@ import optax
 from jax import Array
 
 from covsim._validate import check_distribution, check_key, check_positive_int, is_concrete
+from covsim.exact import _kl_context
 from covsim.instances._base import Ball, Box
 from covsim.models import LinearModel, SequenceModel, _invert_cdf, next_token_log_probs
 
@@ -159,14 +160,6 @@ def _gather_contexts(array: Array, x, y: Array) -> Array:
     return jnp.take(flat, rows, axis=0, mode="clip")
 
 
-def _categorical_kl(lp: Array, lq: Array) -> Array:
-    """KL(p‖q) along the last axis from log-probabilities; +inf where q = 0 < p; never NaN."""
-    diff = jnp.where(jnp.isneginf(lp) | jnp.isneginf(lq), 0.0, lp - lq)
-    term = jnp.where(jnp.isneginf(lp), 0.0,
-                     jnp.where(jnp.isneginf(lq), jnp.inf, jnp.exp(lp) * diff))
-    return jnp.maximum(jnp.sum(term, axis=-1), 0.0)
-
-
 def _token_score(context_features: Array, theta: Array, token) -> tuple[Array, Array]:
     """Score φ(v=token) − φ̄_θ and log-probs for one context; features ``(V, d)``."""
     log_probs = jax.nn.log_softmax(context_features @ theta)
@@ -228,7 +221,7 @@ def truncated_score(features: Array, truth_table: Array, theta: Array, x, y: Arr
     `theta` ``(d,)``; `x`, `y` ``(H,)``; `log_n` = log N. **Returns:** ``(d,)``.
     """
     scores, log_q = token_scores(_gather_contexts(features, x, y), theta, y)
-    eps = _categorical_kl(_gather_contexts(truth_table, x, y), log_q)
+    eps = _kl_context(_gather_contexts(truth_table, x, y), log_q)
     alpha = truncation_weights(eps, log_n)
     return alpha @ scores
 
@@ -327,7 +320,9 @@ def make_optimizer(config: SGDConfig) -> optax.GradientTransformation:
 
 
 def default_config(method: str, *, sigma2, B, H, T, N, K: int = 1, **overrides) -> SGDConfig:
-    r"""Step sizes of THEORY.md §6.6 (σ⋆² = 0 → the cap).
+    r"""Step sizes of THEORY.md §6.6 (σ⋆² = 0 → the cap), computed by the `covsim.bounds`
+    functions that state them (`vanilla_sgd_step_size`, `normalized_sgd_step_size`,
+    `ttt_step_size`, `distillation_step_size`).
 
     - vanilla: :math:`\eta = \min\{1/(2HB^2), \sqrt{2/(\sigma_\star^2T)}\}` (v2 Prop. 5.1);
     - normalized: :math:`\eta = \min\{1/(128B), (\log N/(\sigma_\star^2T))^{1/4}\}`,
@@ -358,22 +353,22 @@ def default_config(method: str, *, sigma2, B, H, T, N, K: int = 1, **overrides) 
                                            (method != "normalized" or "lam" in overrides)):
         raise ValueError(f"default_config: method={method!r} needs N > 1, got N={N}")
 
-    def root(value, power):  # value^power with value = +inf when σ⋆² = 0
-        return math.inf if sigma2 == 0 else value ** power
+    from covsim import bounds  # the step sizes are stated once, in covsim.bounds
 
     fields = {"batch_size": K}
     if method == "vanilla":
-        fields["learning_rate"] = min(1 / (2 * H * B**2), root(2 / (sigma2 * T) if sigma2 else 0, 0.5))
+        fields["learning_rate"] = float(bounds.vanilla_sgd_step_size(H, B, sigma2, T))
     elif method == "token":
-        fields["learning_rate"] = min(1 / (2 * B**2), root(sigma2 * T, -0.5))
-    elif method == "truncated":
-        fields["learning_rate"] = min(1 / (256 * log_n * B**2), root(T * sigma2 * log_n, -0.5))
-        fields["log_n"] = log_n
-    else:
-        eta = min(1 / (128 * B), root(log_n / (sigma2 * T) if sigma2 else 0, 0.25))
-        fields["learning_rate"] = eta
-        if method == "normalized":
-            fields["lam"] = log_n / (16 * eta)
+        fields["learning_rate"] = float(bounds.ttt_step_size(B, sigma2, T))
+    elif log_n > 0:  # normalized, truncated, adam, sign (else: given in `overrides`)
+        if method == "truncated":
+            fields["learning_rate"] = float(bounds.distillation_step_size(B, sigma2, T, N))
+            fields["log_n"] = log_n
+        else:
+            eta, lam = bounds.normalized_sgd_step_size(B, sigma2, T, N)
+            fields["learning_rate"] = float(eta)
+            if method == "normalized":
+                fields["lam"] = float(lam)
     fields.update(overrides)
     return SGDConfig(method=method, **fields)
 

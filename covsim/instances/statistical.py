@@ -30,6 +30,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
+from covsim import bounds
 from covsim._validate import check_key
 from covsim.exact import TIE_TOLERANCE
 from covsim.instances._base import Ball, Box, Instance
@@ -49,7 +50,6 @@ __all__ = [
     "bernoulli_tightness_coverage",
     # §3
     "kl_horizon_lower_bound",
-    "kl_horizon_kappa",
     "kl_horizon_mle",
     "kl_horizon_kl",
     "kl_horizon_coverage",
@@ -120,6 +120,12 @@ def _check_real(value, name: str, where: str) -> float:
 
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+def _kappa(B: float) -> float:
+    """κ(B) of :func:`covsim.bounds.kappa` as a Python float, also while a caller is traced."""
+    with jax.ensure_compile_time_eval():
+        return float(bounds.kappa(B))
 
 
 def _binary_entropy(s: float) -> float:
@@ -319,14 +325,6 @@ def bernoulli_tightness_coverage(p, N) -> Array:
 # §3 kl_horizon_lower_bound
 
 
-def kl_horizon_kappa(B: float = 1.0) -> float:
-    r"""κ(B) = log 2 − h(σ(2B)) = KL(Ber(σ(2B))‖Ber(½)) (THEORY §5.2 [correction]).
-
-    κ(1) = 0.3278, κ(3) = 0.676.
-    """
-    return _LOG2 - _binary_entropy(_sigmoid(2.0 * B))
-
-
 def kl_horizon_lower_bound(n: int, H: int, *, B: float = 1.0, key) -> Instance:
     r"""Sequence KL ∝ H/n for proper learners (CONSTRUCTIONS §3; arXiv 2510.15020 v2, Prop. 3.2, App. G).
 
@@ -356,7 +354,7 @@ def kl_horizon_lower_bound(n: int, H: int, *, B: float = 1.0, key) -> Instance:
     truth = LinearModel(features, theta_star, horizon=H)
     constraint = Box(jnp.asarray([-1.0], dtype=dtype), jnp.asarray([1.0], dtype=dtype))
     s = _sigmoid(2.0 * B)
-    kappa = kl_horizon_kappa(B)
+    kappa = _kappa(B)
     info = {
         "B": B, "d": 1, "n": n, "H": H, "mu1": mu1, "theta_star": theta_star, "kappa": kappa,
         "sigma2": mu1 * H * 4.0 * B * B * s * (1.0 - s),
@@ -423,7 +421,7 @@ def kl_horizon_coverage(theta_star, theta_hat, n: int, H: int, N, *, B: float = 
 
 def kl_horizon_kl_when_unseen(n: int, H: int, *, B: float = 1.0) -> float:
     r"""KL on the event m = 0 (θ̂ = 0): κ(B)·H/(2n) (THEORY §5.2 [correction])."""
-    return kl_horizon_kappa(B) * H / (2.0 * n)
+    return _kappa(B) * H / (2.0 * n)
 
 
 def kl_horizon_prob_unseen(n: int) -> Array:
