@@ -16,7 +16,7 @@ from covsim.experiments.check import Verdict  # noqa: E402
 from covsim.experiments.results import ResultTable  # noqa: E402
 from covsim.instances import classes  # noqa: E402
 from covsim.instances.statistical import fine_tightness_model, fine_tightness_truth  # noqa: E402
-from theory_checks import fine_rate  # noqa: E402
+from theory_checks import convex_class, fine_rate  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 
@@ -137,3 +137,104 @@ def test_fine_rate_analyze_fails_when_flat_or_above_bound():
     table = _table(lambda L, rng: 0.5 / L * rng.uniform(0.8, 1.2))
     v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
     assert v["below_bound_whp"] == Verdict.FAILS
+
+
+# ---------------------------------------------------------------------------
+# floored_simplex instance
+
+
+def _brute_floor_mle(c, f, grid=200000, rng=np.random.default_rng(1)):
+    """Best log-likelihood among random points of {q >= f} (a lower bound on the max)."""
+    K = len(c)
+    w = rng.dirichlet(np.ones(K) * 0.3, size=grid)
+    q = (1 - K * f) * w + f
+    return float(np.max(np.log(q) @ np.asarray(c, float)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_floored_simplex_mle_is_the_maximizer(seed):
+    rng = np.random.default_rng(seed)
+    K, f = 6, 0.05
+    c = rng.multinomial(20, rng.dirichlet(np.ones(K) * 0.5))
+    q = np.asarray(classes.floored_simplex_mle(jnp.asarray(c, float), f))
+    assert q.sum() == pytest.approx(1.0, abs=1e-12) and q.min() >= f - 1e-15
+    ll = float(np.log(q) @ c)
+    assert ll >= _brute_floor_mle(c, f) - 1e-9
+    # KKT / first-order condition: (1/n) Σ c_y q̄_y / q̂_y ≤ 1 for any q̄ in the class
+    for _ in range(50):
+        qbar = (1 - K * f) * rng.dirichlet(np.ones(K)) + f
+        assert float(c @ (qbar / q)) / c.sum() <= 1 + 1e-12
+    # vertex learner: the best single component
+    qv = np.asarray(classes.floored_simplex_vertex_mle(jnp.asarray(c, float), K * f))
+    best = max(float(np.log((1 - K * f) * np.eye(K)[k] + f) @ c) for k in range(K))
+    assert float(np.log(qv) @ c) == pytest.approx(best)
+
+
+def test_floored_simplex_instance_facts():
+    well = classes.floored_simplex(16, 0.25)
+    mis = classes.floored_simplex(16, 0.25, misspecified=True)
+    pd = np.exp(np.asarray(well.truth.logits).ravel())
+    np.testing.assert_allclose(well.info["theta_bar"], pd, atol=1e-12)  # π_D ∈ Π
+    pm = np.exp(np.asarray(mis.truth.logits).ravel())
+    tb = np.asarray(mis.info["theta_bar"])
+    assert np.all(pm[8:] == 0) and np.allclose(tb[8:], 1 / 64)
+    np.testing.assert_allclose(pm[:8] / tb[:8], 8 / 7, rtol=1e-12)
+    assert well.info["log_diameter"] == pytest.approx(math.log((1 - 15 / 64) * 64))
+
+
+def test_floored_simplex_log_covering_is_a_cover():
+    K, f = 5, 0.04
+    rng = np.random.default_rng(0)
+    D = math.log((1 - (K - 1) * f) / f)
+    for alpha in (0.05, 0.3, 1.0):
+        for _ in range(100):  # the rounding construction of the docstring stays within α
+            q = (1 - K * f) * rng.dirichlet(np.ones(K) * 0.3) + f
+            g = f * np.exp(alpha * np.floor((np.log(q) - math.log(f)) / alpha))
+            centre = g / g.sum()
+            assert np.max(np.abs(np.log(centre) - np.log(q))) <= alpha + 1e-12
+        assert float(classes.floored_simplex_log_covering(alpha, K, f)) == pytest.approx(
+            K * math.log(math.floor(D / alpha) + 1))
+    assert float(classes.floored_simplex_log_covering(D * 1.01, K, f)) == 0.0
+
+
+# ---------------------------------------------------------------------------
+# convex_class check
+
+
+def test_convex_class_run_cell_shapes():
+    for learner in ("mle", "vertex"):
+        out = convex_class.run_cell({"learner": learner, "spec": "mis", "n": 64}, KEY, 3)
+        for name, v in out.items():
+            assert np.asarray(v).shape == (3,), name
+            assert np.all(np.isfinite(v)), name
+    out = convex_class.run_cell({"learner": "mle", "spec": "well", "n": 64}, KEY, 3)
+    assert np.all(out["kkt_mean"] <= 1 + 1e-9)
+
+
+def test_convex_class_bound_uses_bounds_module():
+    b, a = convex_class.bound_value(256, 8.0, 0.0)
+    assert 0 < a <= 0.5 * math.log(8 / 3) + 1e-12 and 0 < b < 1
+    assert convex_class.bound_value(64, 4.0, 0.0)[0] > 1  # vacuous: excluded from the rule
+
+
+def _cc_table(cov_fn, ins_fn, S=64):
+    rows = []
+    for spec in ("well", "mis"):
+        for n in (256, 1024):
+            for s in range(S):
+                row = {"learner": "mle", "spec": spec, "n": n, "seed": s, "kkt_mean": 0.99,
+                       "log_gap_to_theta_bar": 0.1, "cov_Nprime_theta_bar": 0.0}
+                for N in convex_class.N_GRID:
+                    row[f"cov_N{N:g}"] = cov_fn(N)
+                    row[f"insample_N{N:g}"] = ins_fn(N)
+                rows.append(row)
+    return ResultTable(rows)
+
+
+def test_convex_class_analyze_holds_and_fails():
+    good = _cc_table(lambda N: 0.01 / N, lambda N: 0.5 / N)
+    v = _verdicts(convex_class.CHECK.judge(convex_class.analyze(good, "quick")))
+    assert v == {"insample_markov": Verdict.HOLDS, "below_bound_whp": Verdict.HOLDS}
+    bad = _cc_table(lambda N: 0.3 / math.log(N), lambda N: 0.3)
+    v = _verdicts(convex_class.CHECK.judge(convex_class.analyze(bad, "quick")))
+    assert v == {"insample_markov": Verdict.FAILS, "below_bound_whp": Verdict.FAILS}
