@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 
 from covsim.experiments.check import Verdict  # noqa: E402
 from covsim.experiments.results import ResultTable  # noqa: E402
-from theory_checks import distillation, normalized_sgd_rates, sgd_horizon, sgd_lower_bound, ttt  # noqa: E402
+from theory_checks import normalized_sgd_rates, sgd_horizon, sgd_lower_bound  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 SEEDS = 3
@@ -78,18 +78,6 @@ def test_normalized_cell():
     assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1))
 
 
-def test_ttt_cell():
-    out = ttt.run_cell(dict(H=4, k=1, V=4, T=20, N=4.0), KEY, SEEDS)
-    _finite(out, ["ttt_kl_avg", "ttt_cov_avg", "plain_kl_avg", "kl_bound"])
-    assert np.all(out["ttt_kl_avg"] >= 0)
-    assert np.all((out["ttt_cov_avg"] >= 0) & (out["ttt_cov_avg"] <= 1))
-
-
-def test_distillation_cell():
-    out = distillation.run_cell(dict(H=4, T=20, k=1, V=4, N=4.0, base_H=4, base_T=20), KEY, SEEDS)
-    _finite(out, ["cov_avg", "kl_avg", "burn_in"])
-
-
 # ---------------------------------------------------------------------------
 # analyze can fail
 
@@ -134,27 +122,3 @@ def test_normalized_analyze_fails():
     assert v["cov_slope_in_T"] == Verdict.FAILS
     assert v["floor_falls_with_K"] == Verdict.FAILS
     assert v["cov_no_growth_in_H"] == Verdict.FAILS
-
-
-def test_ttt_analyze_fails():
-    rows = [(dict(H=H, k=2, V=8, T=1000, N=4.0),
-             dict(ttt_kl_avg=0.5 * H, ttt_cov_avg=0.001 * H, plain_kl_avg=0.1, kl_bound=1.0,
-                  kl_bound_paper=4.0, eta=1e-3, sigma2=1.0)) for H in (8, 32, 128)]
-    v = _verdicts(ttt.analyze(_table(rows), "quick"))
-    assert v["ttt_kl_avg_no_growth_in_H"] == Verdict.FAILS
-    assert v["ttt_cov_avg_no_growth_in_H"] == Verdict.FAILS
-    assert v["ttt_kl_bound_H128"] == Verdict.FAILS
-    assert v["ttt_beats_plain_at_large_H"] == Verdict.FAILS
-
-
-def test_distillation_analyze_fails():
-    rows = []
-    for T in [1000, 2000, 4000]:
-        rows.append((dict(H=32, T=T, k=2, V=8, N=4.0, base_H=32, base_T=4000),
-                     dict(cov_avg=0.01 * T / 1000, kl_avg=1.0, eta=1e-5, sigma2=1.0, burn_in=0.5)))
-    for H in [8, 128]:
-        rows.append((dict(H=H, T=4000, k=2, V=8, N=4.0, base_H=32, base_T=4000),
-                     dict(cov_avg=0.04 * H / 32, kl_avg=1.0, eta=1e-5, sigma2=1.0, burn_in=0.5)))
-    v = _verdicts(distillation.analyze(_table(rows), "quick"))
-    assert v["cov_no_growth_in_H"] == Verdict.FAILS
-    assert v["cov_decreasing_in_T"] == Verdict.FAILS
