@@ -32,7 +32,7 @@ def _verdicts(summary):
 
 
 def test_missing_mass_cell_is_consistent():
-    out = missing_mass.run_cell({"n": 10, "c": 1.0}, KEY, SEEDS)
+    out = missing_mass.run_cell({"n": 10, "c": 1.0, "variant": "mle"}, KEY, SEEDS)
     _finite(out)
     assert np.all(out["kl_mismatch"] == 0) and np.all(out["tabular_mismatch"] == 0)
     assert np.all(out["closed_cov_mismatch"] == 0)
@@ -41,42 +41,72 @@ def test_missing_mass_cell_is_consistent():
     np.testing.assert_array_equal(out["kl_inf"], out["p_hat_zero"])
 
 
-def _mm_table(cov_of_n, zero_prob_of_n, kl_mismatch=0.0, seeds=40):
+def test_missing_mass_grids():
+    for size in ("tiny", "quick", "full"):
+        for cells in (missing_mass.grid(size), missing_mass.control_grid(size)):
+            assert cells and all(c["c"] / c["n"] <= 0.5 for c in cells)
+    assert all(c["variant"] == "control" for c in missing_mass.control_grid("quick"))
+
+
+def test_sup_scaled_quantile_brute_force():
+    from scipy.stats import binom
+
+    for n in (10, 30, 100):
+        for N in (2.0, 16.0):
+            for delta in (0.1, 0.01):
+                sup, arg = missing_mass.sup_scaled_quantile(n, N, delta)
+                cs = np.linspace(1e-3, n / 2, 20001)
+                # brute force: q_{1-δ} = p⋆ iff P(k ≤ n p⋆/N) > δ (k integer, ties counted)
+                hit = binom.cdf(np.floor(cs / N + 1e-9), n, cs / n)
+                brute = np.max(np.where(hit > delta, cs, 0.0))
+                assert brute <= sup + 1e-9
+                assert sup - brute <= n / 2 / 20000 + 1e-6, (n, N, delta, sup, brute)
+    # the Poisson-limit values quoted in the issue and docstring
+    assert abs(missing_mass.sup_scaled_quantile(100000, 2.0, 0.1)[0] - 6.68) < 0.01
+    assert abs(missing_mass.sup_scaled_quantile(100000, 2.0, 0.01)[0] - 20.14) < 0.01
+
+
+def test_exact_quantile_matches_expected_coverage():
+    from covsim.instances.statistical import bernoulli_expected_coverage
+
+    for n, c in ((30, 1.0), (100, 4.0), (300, 8.0)):
+        for N in (2.0, 16.0):
+            hit = float(missing_mass.hit_probability(n, c, N))
+            np.testing.assert_allclose(c / n * hit, float(bernoulli_expected_coverage(c / n, n, N)), rtol=1e-10)
+
+
+def _mm_table(zero_prob, variant="mle", kl_mismatch=0.0, seeds=200, hit_prob=None):
     rows = []
-    for n in (10, 100, 1000):
-        zeros = int(round(zero_prob_of_n(n) * seeds))
-        for s in range(seeds):
-            z = float(s < zeros)
-            rows.append(dict(n=n, c=1.0, seed=s, p_hat_zero=z, kl_inf=z, kl_mismatch=kl_mismatch, kl_nan=0.0,
-                             tabular_mismatch=0.0, closed_cov_mismatch=0.0,
-                             cov_N2=z * cov_of_n(n), cov_N16=z * cov_of_n(n)))
+    for n in (30, 300):
+        for c in (1.0, 4.0):
+            p0 = zero_prob(n, c)
+            hits = {N: (missing_mass.hit_probability(n, c, N) if hit_prob is None else hit_prob) for N in (2.0, 16.0)}
+            for s in range(seeds):
+                u = (s + 0.5) / seeds
+                z = float(u < p0)
+                rows.append(dict(n=n, c=c, variant=variant, seed=s, p_hat_zero=z, kl_inf=z,
+                                 kl_mismatch=kl_mismatch, kl_nan=0.0, tabular_mismatch=0.0,
+                                 closed_cov_mismatch=0.0, p_hat=0.0 if z else 1.0 / n, k=0.0, kl_finite=0.0,
+                                 cov_N2=(c / n) * float(u < hits[2.0]), cov_N16=(c / n) * float(u < hits[16.0])))
     return ResultTable(rows)
 
 
+def _mm_verdicts(table):
+    return {a.name: a.verdict for a in missing_mass.CHECK.judge(missing_mass.analyze(table, "quick")).assertions}
+
+
 def test_missing_mass_analyze_holds_on_theory_table():
-    table = _mm_table(lambda n: 1.0 / n, lambda n: (1 - 1.0 / n) ** n)
-    verdicts = _verdicts(missing_mass.analyze(table, "quick"))
-    assert verdicts["quantile_slope_N2"] == Verdict.HOLDS
-    assert verdicts["prob_p_hat_zero"] == Verdict.HOLDS
-    assert verdicts["kl_inf_iff_p_hat_zero"] == Verdict.HOLDS
+    v = _mm_verdicts(_mm_table(lambda n, c: (1 - c / n) ** n, seeds=2000))
+    assert all(x == Verdict.HOLDS for x in v.values()), v
 
 
-def test_missing_mass_analyze_fails_on_bad_table():
-    # coverage decaying like 1/sqrt(n), p̂ = 0 on every run, KL mismatching: all three must fail
-    table = _mm_table(lambda n: 1.0 / math.sqrt(n), lambda n: 1.0, kl_mismatch=1.0)
-    verdicts = _verdicts(missing_mass.analyze(table, "quick"))
-    assert verdicts["quantile_slope_N2"] == Verdict.FAILS
-    assert verdicts["mean_slope_N16"] == Verdict.FAILS
-    assert verdicts["prob_p_hat_zero"] == Verdict.FAILS
-    assert verdicts["kl_inf_iff_p_hat_zero"] == Verdict.FAILS
-
-
-def test_quantile_slope_recovers_power_law():
-    rng = np.random.default_rng(1)
-    x = np.array([10.0, 100.0, 1000.0])
-    y = x[:, None] ** -0.5 * rng.uniform(0.5, 1.5, size=(3, 200))
-    fit = missing_mass.quantile_slope(x, y, 0.9)
-    assert fit.valid and fit.lo <= -0.5 <= fit.hi and fit.hi - fit.lo < 0.1
+def test_missing_mass_analyze_fails_on_bad_table_and_control():
+    v = _mm_verdicts(_mm_table(lambda n, c: 1.0, kl_mismatch=1.0, hit_prob=1.0))
+    assert v["prob_p_hat_zero"] == Verdict.FAILS
+    assert v["cov_law_matches_binomial"] == Verdict.FAILS
+    assert v["kl_inf_iff_p_hat_zero"] == Verdict.FAILS
+    v = _mm_verdicts(_mm_table(lambda n, c: (1 - c / n) ** n, variant="control"))
+    assert v["quantile_bound_sharp"] == Verdict.FAILS
 
 
 # ---------------------------------------------------------------------------
