@@ -117,11 +117,10 @@ def bound_value(n: int, N: float, cov_nprime: float) -> tuple[float, float]:
     a_max = 0.5 * math.log(N / (2 * N_PRIME))
     alphas = np.geomspace(1e-4 * a_max, a_max, 400)
     cf = c_fine_value(n)
-    vals = [float(bounds.convex_class_bound(cov_nprime, N, N_PRIME, float(a),
-                                            float(floored_simplex_log_covering(a, K, f)), cf, n, DELTA))
-            for a in alphas]
+    vals = np.asarray(bounds.convex_class_bound(cov_nprime, N, N_PRIME, alphas,
+                                                floored_simplex_log_covering(alphas, K, f), cf, n, DELTA))
     i = int(np.argmin(vals))
-    return vals[i], float(alphas[i])
+    return float(vals[i]), float(alphas[i])
 
 
 def _seed(key, truth, mu, theta_bar, Ns, *, n, learner):
