@@ -38,87 +38,110 @@ def _verdicts(summary):
 
 
 # ---------------------------------------------------------------------------
-# run_cell on tiny cells
+# the separation checks (sgd_horizon, sgd_lower_bound, normalized_sgd_rates) on two_prompts
+
+
+def _judged(check, rows, seeds=8, noise=0.01):
+    return check.judge(check.analyze(_table(rows, seeds=seeds, noise=noise), "quick"))
+
+
+def test_two_prompts_exact_metrics_match_enumeration():
+    import covsim
+    from theory_checks import _separation
+
+    inst = _separation.two_prompts(6, 3)
+    for theta in (np.zeros(2), np.array([0.3, -0.2]), np.array([0.45, 0.9])):
+        for N in (2.0, 4.0, 16.0):
+            brute = float(covsim.coverage(inst.truth, inst.model(theta), inst.mu, N, method="exact"))
+            assert abs(float(_separation.exact_coverage(theta, N, 6, 3)) - brute) < 1e-12
+        kl = float(covsim.kl(inst.truth, inst.model(theta), inst.mu))
+        assert abs(float(_separation.exact_kl(theta, 6, 3)) - kl) < 1e-12
+    assert abs(_separation.sigma2_star(6, 3) - float(covsim.inherent_variance(inst.truth, inst.mu))) < 1e-9
+
+
+def test_theorem_normalized_meets_both_requirements():
+    import math
+
+    from theory_checks import _separation
+
+    for T in (10, 10_000, 10**9):
+        eta, lam = _separation.theorem_normalized(4.0, sigma2=10.0, T=T)
+        assert lam >= 8 * math.log(4.0) - 1e-9 and eta * lam <= math.log(4.0) / 16 + 1e-12
 
 
 def test_sgd_horizon_cell():
-    for method in ("vanilla", "normalized"):
-        cell = dict(method=method, H=4, k=1, V=4, T=30, N=4.0)
+    for method, variant in (("vanilla", "theorem"), ("normalized", "theorem"), ("normalized", "unnormalized")):
+        cell = dict(T=30, K=1, N=4.0, k=2, method=method, variant=variant, H=4, eta=0.01)
         out = sgd_horizon.run_cell(cell, KEY, SEEDS)
-        _finite(out, ["cov_avg", "kl_avg", "kl_bound"])
-        assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1))
-        assert np.all(out["kl_avg"] >= 0)
-        # KL at θ_1 = 0 is large; the average must be below the first iterate's KL
-        inst, _, kl_metric, _ = sgd_horizon.pivotal_setup(4, 1, 4)
-        assert np.all(out["kl_avg"] <= float(kl_metric(np.zeros(5))) + 1e-9)
+        _finite(out, ["cov_avg", "kl_avg", "eta_used", "lam", "sigma2"])
+        assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1)) and np.all(out["kl_avg"] >= 0)
 
 
-def test_stratified_checkpoints_cover_blocks():
-    cps = sgd_horizon.stratified_checkpoints(100, 10, seed=3)
-    assert len(cps) == 10
-    for j, t in enumerate(cps):
-        assert 1 + 10 * j <= t < 11 + 10 * j
+def _horizon_rows(vanilla_growth, normalized_growth):
+    rows = []
+    for H in (8, 32, 128):
+        for j, eta in enumerate((0.1, 0.01, 0.001)):
+            level = 0.01 * (H / 8) ** vanilla_growth * (1 + (j - 1) ** 2)
+            rows.append((dict(T=100, K=1, N=4.0, k=8, method="vanilla", variant="theorem", H=H, eta=eta),
+                         dict(cov_avg=level, kl_avg=0.1, eta_used=eta, lam=0.0, sigma2=1.0)))
+        rows.append((dict(T=100, K=1, N=4.0, k=8, method="normalized", variant="theorem", H=H, eta=0.0),
+                     dict(cov_avg=0.02 * (H / 8) ** normalized_growth, kl_avg=0.1, eta_used=1 / 128, lam=11.0,
+                          sigma2=1.0)))
+    return rows
+
+
+def test_sgd_horizon_analyze_holds_and_fails():
+    holds = _judged(sgd_horizon.CHECK, _horizon_rows(0.8, 0.0))
+    assert holds.verdict == Verdict.HOLDS, holds.reason
+    fails = _judged(sgd_horizon.CHECK, _horizon_rows(-0.5, 0.8))
+    v = _verdicts(fails)
+    assert v["vanilla_best_eta_grows"] == Verdict.FAILS and v["normalized_no_growth_in_H"] == Verdict.FAILS
 
 
 def test_sgd_lower_bound_cell():
-    for factor in (1 / 8, 4.0):
-        cells = [c for c in sgd_lower_bound.grid("quick") if c["eta_factor"] == factor]
-        cell = dict(cells[0], T=20)
+    for variant in ("theorem", "init_at_optimum"):
+        cell = dict(T=30, H=4, N=4.0, k=2, eta=0.01, variant=variant)
         out = sgd_lower_bound.run_cell(cell, KEY, SEEDS)
-        _finite(out, ["min_cov", "mean_cov", "max_theta1", "target", "bound_ok"])
-        assert np.all((out["min_cov"] >= 0) & (out["min_cov"] <= out["mean_cov"] + 1e-12))
-        if factor > 1:  # case A: oscillation, Cov_N = 1
-            assert np.all(out["min_cov"] == 1.0)
+        _finite(out, ["cov_avg", "kl_avg", "target", "above"])
+        assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1))
+        if variant == "init_at_optimum":  # θ_1 = θ⋆ and a small step: Cov_N(θ_1) = 0
+            assert np.all(out["cov_avg"] < 0.05)
+
+
+def test_sgd_lower_bound_analyze_holds_and_fails():
+    def rows(level):
+        out = []
+        for H in (8, 128):
+            target = sgd_lower_bound.C_CONST * sgd_lower_bound.rate(1000, H, 4.0)
+            for eta in (0.1, 0.01):
+                cov = level * target
+                out.append((dict(T=1000, H=H, N=4.0, k=8, eta=eta, variant="theorem"),
+                            dict(cov_avg=cov, kl_avg=0.1, target=target, above=float(cov >= target), sigma2=1.0)))
+        return out
+
+    assert _judged(sgd_lower_bound.CHECK, rows(3.0), noise=0.0).verdict == Verdict.HOLDS
+    assert _judged(sgd_lower_bound.CHECK, rows(0.3), noise=0.0).verdict == Verdict.FAILS
 
 
 def test_normalized_cell():
-    cell = dict(sweep="K", H=4, T=30, K=2, k=1, V=4, N=4.0)
-    out = normalized_sgd_rates.run_cell(cell, KEY, SEEDS)
-    _finite(out, ["cov_avg", "cov_late", "kl_late", "kl_avg"])
-    assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1))
+    for arm in ("normalized", "vanilla"):
+        cell = dict(arm=arm, variant="theorem", T=40, K=2, H=4, k=2, N=4.0)
+        out = normalized_sgd_rates.run_cell(cell, KEY, SEEDS)
+        _finite(out, ["cov_avg", "kl_avg", "late_kl", "bound"])
+        assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1)) and np.all(out["late_kl"] >= 0)
 
 
-# ---------------------------------------------------------------------------
-# analyze can fail
+def test_normalized_analyze_holds_and_fails():
+    def rows(cov_scale, kl_trend):
+        out = []
+        for T, K in ((1000, 1), (4000, 1), (1000, 4)):
+            b = normalized_sgd_rates.bound(T, K, 4.0, 8.0)
+            for arm in ("normalized", "vanilla"):
+                out.append((dict(arm=arm, variant="theorem", T=T, K=K, H=16, k=8, N=4.0),
+                            dict(cov_avg=cov_scale * b, kl_avg=0.1, late_kl=0.02 * K ** kl_trend, bound=b,
+                                 eta_used=1 / 128, lam=11.0, sigma2=8.0)))
+        return out
 
-
-def test_sgd_horizon_analyze_fails():
-    rows = []
-    for H, cov in zip([8, 32, 128], [0.3, 0.1, 0.03]):  # vanilla *decreasing*: growth claim fails
-        rows.append((dict(method="vanilla", H=H, k=2, V=8, T=100, N=4.0),
-                     dict(cov_avg=cov, kl_avg=5.0, kl_bound=1.0, eta=1e-3, sigma2=1.0)))  # KL above bound
-        rows.append((dict(method="normalized", H=H, k=2, V=8, T=100, N=4.0),
-                     dict(cov_avg=cov * H / 8, kl_avg=0.1, kl_bound=1.0, eta=1e-3, sigma2=1.0)))
-    summary = sgd_horizon.analyze(_table(rows), "quick")
-    v = _verdicts(summary)
-    assert v["vanilla_cov_grows_with_H"] == Verdict.FAILS
-    assert v["normalized_cov_no_growth_in_H"] == Verdict.FAILS
-    assert v["vanilla_kl_bound_H8"] == Verdict.FAILS
-    assert summary.verdict == Verdict.FAILS
-
-
-def test_sgd_lower_bound_analyze_fails():
-    rows = [(dict(T=100, H=16, N=4.0, eta_factor=f, eta=1e-4 * f),
-             dict(min_cov=0.0, mean_cov=0.0, all_cov_one=0.0, max_theta1=1.0, target=1e-4,
-                  construction_lower=1e-4, r=0.05, case_A=float(f >= 1), requirements_met=1.0,
-                  B_bar=381.0, bound_ok=0.0)) for f in (0.5, 4.0)]
-    summary = sgd_lower_bound.analyze(_table(rows, noise=0.0), "quick")
-    assert summary.verdict == Verdict.FAILS
-    assert all(a.verdict == Verdict.FAILS for a in summary.assertions)
-
-
-def test_normalized_analyze_fails():
-    rows = []
-    for T in [250, 500, 1000]:
-        rows.append((dict(sweep="T", H=32, T=T, K=1, k=2, V=8, N=4.0),
-                     dict(cov_avg=0.01 * T / 250, cov_late=0.0, kl_late=0.1, kl_avg=0.1, eta=1e-2, lam=1.0, sigma2=1.0)))
-    for K in [1, 4, 16]:
-        rows.append((dict(sweep="K", H=32, T=2000, K=K, k=2, V=8, N=4.0),
-                     dict(cov_avg=0.01, cov_late=0.01 * K, kl_late=0.1, kl_avg=0.1, eta=1e-2, lam=1.0, sigma2=1.0)))
-    for H in [8, 32, 128]:
-        rows.append((dict(sweep="H", H=H, T=1000, K=1, k=2, V=8, N=4.0),
-                     dict(cov_avg=0.01 * H, cov_late=0.0, kl_late=0.1, kl_avg=0.1, eta=1e-2, lam=1.0, sigma2=1.0)))
-    v = _verdicts(normalized_sgd_rates.analyze(_table(rows), "quick"))
-    assert v["cov_slope_in_T"] == Verdict.FAILS
-    assert v["floor_falls_with_K"] == Verdict.FAILS
-    assert v["cov_no_growth_in_H"] == Verdict.FAILS
+    assert _judged(normalized_sgd_rates.CHECK, rows(0.5, -0.5)).verdict == Verdict.HOLDS
+    v = _verdicts(_judged(normalized_sgd_rates.CHECK, rows(2.0, 0.5)))
+    assert v["avg_cov_within_thm51_bound"] == Verdict.FAILS and v["late_kl_falls_with_K"] == Verdict.FAILS
