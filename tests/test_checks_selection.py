@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import covsim  # noqa: E402
 from covsim.experiments.check import Verdict  # noqa: E402
 from covsim.experiments.results import ResultTable  # noqa: E402
-from theory_checks import best_of_n, misspecification, mode_tradeoff, offset_tournament, tournament  # noqa: E402
+from theory_checks import best_of_n, mode_tradeoff, tournament  # noqa: E402
 
 KEY = jax.random.PRNGKey(0)
 
@@ -126,37 +126,6 @@ def test_tournament_cells_and_analysis_can_fail():
     verdicts = {a.name: a.verdict for a in summary.assertions}
     assert verdicts["pass12_tour_vs_minkl"] == Verdict.FAILS
     assert verdicts["explicit_bound_frequency"] == Verdict.FAILS
-
-
-def test_misspecification_cell_and_analysis_can_fail():
-    metrics = misspecification.run_cell(dict(n=50), KEY, 4)
-    _finite(metrics, 4)
-    assert np.all(metrics["mle_closed_form_mismatch"] == 0)
-    p = misspecification.instance().info["p"]
-    assert np.all(metrics["cov_minkl"] == pytest.approx(p / 2, abs=1e-15))
-    rows = [{"n": n, "seed": s, "mle_pi2": 0.0, "tour_pi2": 1.0, "minkl_pi2": 1.0, "cov_mle": 0.0,
-             "cov_tour": p / 2, "cov_minkl": p / 2, "mle_closed_form_mismatch": 0.0,
-             "minus_one_count": 0.0, "plus_count": float(n)} for n in (100, 100000) for s in range(32)]
-    summary = misspecification.analyze(ResultTable(rows), "quick")
-    verdicts = {a.name: a.verdict for a in summary.assertions}
-    assert verdicts["mle_picks_pi2_quarter"] == Verdict.FAILS
-    assert verdicts["tournament_coverage_vanishes"] == Verdict.FAILS
-
-
-def test_offset_tournament_cell_and_analysis_can_fail():
-    covs = offset_tournament.exact_coverages()
-    assert covs[0] == 0.0  # π⋆ is log-ratio-close to π_D
-    metrics = offset_tournament.run_cell(dict(n=64), KEY, 2)
-    _finite(metrics, 2)
-    assert set(np.round(metrics["cov_offset"], 15)) <= set(np.round(covs, 15))
-    rng = np.random.default_rng(0)
-    rows = [{"n": n, "seed": s, "cov_offset": 0.01 * (1 + 0.1 * rng.random()),
-             "cov_simple": 0.001 * (1 + 0.1 * rng.random()), "pick_offset": 3.0, "pick_simple": 2.0}
-            for n in (64, 256, 1024) for s in range(8)]
-    summary = offset_tournament.analyze(ResultTable(rows), "quick")
-    verdicts = {a.name: a.verdict for a in summary.assertions}
-    assert verdicts["offset_slope_minus_one"] == Verdict.FAILS
-    assert verdicts["offset_below_simple_floor"] == Verdict.FAILS
 
 
 def test_best_of_n_cells_and_analysis_can_fail():
