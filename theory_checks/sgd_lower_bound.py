@@ -26,7 +26,8 @@ ratio ≈ 0.6–1.1 seen by the issue's feasibility study and a T = 10⁴ protot
 - ``every_eta_lower_bound`` (probability_at_least ½): in *every* (η, H) cell of the grid,
   P_seed[(1/T)Σ_t Cov_N(π_{θ_t}) ≥ c·min{1, H/(T log N)}] ≥ ½; the evidence is the cell
   with the fewest successes (the exact binomial test on it), so the rule holds only if
-  the worst η at the worst H still clears the bound.
+  the worst η at the worst H still clears the bound (ties: the smallest ratio of the
+  seed-mean averaged Cov_N to c·min{1, H/(T log N)}).
 
 Control: the same SGD started at θ_1 = θ⋆ (the lower bound needs θ_1 far from θ⋆: started
 at the optimum, a small constant η keeps Cov_N ≈ 0 at every iterate), so the worst cell
@@ -113,7 +114,8 @@ def analyze(table, size: str) -> Analysis:
             cell = {"H": H, "eta": float(e), "successes": int(a.sum()), "trials": int(a.size),
                     "mean_cov": float(c.mean()), "min_cov": float(c.min()), "target": target}
             details["cells"].append(cell)
-            if worst is None or cell["successes"] < worst["successes"]:
+            margin = (cell["successes"], cell["mean_cov"] / target)
+            if worst is None or margin < (worst["successes"], worst["mean_cov"] / worst["target"]):
                 worst = cell
         j = int(np.argmin(cov.mean(axis=1)))
         obs.append(Observation(f"best_eta_H{H}", float(etas[j]),
