@@ -129,3 +129,63 @@ def test_ttt_bound_regime_is_where_it_bites():
     ev = analysis.evidence["kl_below_exact_bound"]
     assert ev.cells == [64, 256]
     assert all(b < 1 for b in ev.bound_values)
+
+
+# ---------------------------------------------------------------------------
+# distillation
+
+
+def test_dyadic_strata_weights_and_unbiasedness():
+    T = 1024
+    points, picks = distillation.dyadic_strata(T, 8, seed=3)
+    assert T // 2 in points and T in points and list(points) == sorted(set(points))
+    assert sum(w for _, _, w in picks) == T - 1  # strata tile t = 1..T−1
+    assert sum(w for j, _, w in picks if j < 9) == T // 2 - 1
+    for j, i, w in picks:  # each pick lies in its dyadic block
+        assert 2**j <= points[i] < 2 ** (j + 1)
+    # a constant is reproduced exactly; a step function without bias (average over designs)
+    half, full, _ = distillation.prefix_averages(np.full((1, len(points)), 0.7), T, picks, points)
+    np.testing.assert_allclose([half[0], full[0]], [0.7, 0.7])
+    ests = []
+    for seed in range(300):
+        pts, pk = distillation.dyadic_strata(T, 8, seed=seed)
+        vals = (np.asarray(pts) < 300).astype(float)[None, :]
+        ests.append(distillation.prefix_averages(vals, T, pk, pts)[1][0])
+    assert abs(np.mean(ests) - 299 / T) < 4 * np.std(ests) / np.sqrt(len(ests)) + 1e-12
+
+
+def test_distillation_cell_shapes():
+    for variant in ("truncated", "vanilla"):
+        cell = dict(distillation.grid("tiny")[0], H=4, T=16, mc=8, variant=variant)
+        out = distillation.run_cell(cell, KEY, 3)
+        for name in ("cov_avg", "cov_avg_half", "cov_last", "opt_term", "eta", "cov_block0", "cov_block3"):
+            value = np.asarray(out[name])
+            assert value.shape == (3,) and np.all(np.isfinite(value)), name
+        assert np.all((out["cov_avg"] >= 0) & (out["cov_avg"] <= 1))
+        assert np.all(out["cov_block0"] == 1.0)  # θ_1 = 0 covers nothing at N = 4 on pivotal_tokens
+
+
+def _distill_rows(cov_of_h, half_factor=2.0):
+    rows = []
+    for H in (8, 32, 128):
+        rows.append((dict(H=H, k=2, V=8, N=4.0, T=131072, mc=128, variant="truncated"),
+                     dict(cov_avg=cov_of_h(H), cov_avg_half=half_factor * cov_of_h(H), cov_last=0.0,
+                          opt_term=0.43, opt_term_half=0.85, eta=1.1e-5, sigma2=385.0)))
+    return rows
+
+
+def test_distillation_analyze_holds_and_fails():
+    v = _verdicts(distillation.CHECK, _table(_distill_rows(lambda H: 0.012 * np.log(5 * H) / np.log(40))))
+    assert all(x == Verdict.HOLDS for x in v.values()), v
+    v = _verdicts(distillation.CHECK, _table(_distill_rows(lambda H: 1e-4 * H, half_factor=0.5)))
+    assert v["cov_no_power_growth_in_H"] == Verdict.FAILS
+    assert v["cov_decreasing_in_T"] == Verdict.FAILS
+
+
+def test_distillation_burn_in_cap_covers_the_log_threshold():
+    """The declared cap is at least the secant slope of θ_0^*(H) = log((H−k)(V−1)/log N)/B on [8, H_max]."""
+    def theta0(H):
+        return np.log((H - 2) * 7 / np.log(4.0))
+    for H_max in (32, 128, 512):
+        slope = np.log(theta0(H_max) / theta0(8)) / np.log(H_max / 8)
+        assert slope <= distillation.POWER_SLOPE
