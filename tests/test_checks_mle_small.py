@@ -114,7 +114,7 @@ def test_missing_mass_analyze_fails_on_bad_table_and_control():
 
 
 def test_tightness_coarse_cell():
-    out = tightness.run_cell(dict(kind="coarse", n=64, d=3, N=0.0, n_max=64), KEY, SEEDS)  # e^B = 5e·64 ≥ 512
+    out = tightness.run_cell(dict(kind="coarse", n=64, d=3, N=0.0, n_max=64, variant="mle"), KEY, SEEDS)  # e^B >= 512
     _finite(out)
     assert np.all(out["cov_spread_N"] <= 1e-12)
     assert np.all(out["law_gap"] <= 1e-6)
@@ -122,42 +122,73 @@ def test_tightness_coarse_cell():
 
 
 def test_tightness_fine_cells():
-    out = tightness.run_cell(dict(kind="fine", n=32, d=4, N=16.0, n_max=32), KEY, SEEDS)
+    out = tightness.run_cell(dict(kind="fine", n=32, d=4, N=16.0, n_max=32, variant="mle"), KEY, SEEDS)
     _finite(out)
     assert np.all(out["closed_cov_mismatch"] == 0)
-    out = tightness.run_cell(dict(kind="fine_crosscheck", n=16, d=2, N=4.0, n_max=16), KEY, SEEDS)
+    out = tightness.run_cell(dict(kind="fine_crosscheck", n=16, d=2, N=4.0, n_max=16, variant="mle"), KEY, SEEDS)
     _finite(out)
     assert np.all(out["finite_mismatch"] == 0)
 
 
-def _tightness_table(coarse_cov, fine_cov, seeds=16, rng=np.random.default_rng(0)):
+def test_tightness_grids():
+    for size in ("tiny", "quick", "full"):
+        cells = tightness.grid(size)
+        assert all(c["n"] >= c["d"] for c in cells if c["kind"] == "coarse")
+        assert all(c["n"] >= 2 * c["d"] and c["N"] >= 2 for c in cells if c["kind"] == "fine")
+        assert all(c["variant"] == "control" for c in tightness.control_grid(size))
+
+
+def _tightness_table(coarse_cov, fine_cov, seeds=64, variant="mle", fine_hit=0.8, rng=None):
+    rng = np.random.default_rng(0) if rng is None else rng
     rows = []
     cells = {(n, tightness.COARSE_D_FIXED) for n in (64, 128, 256, 512)} | {(256, d) for d in (3, 5, 9, 17)}
     for n, d in sorted(cells):
         for s in range(seeds):
             noise = 1 + 0.05 * rng.standard_normal()
             covs = {f"cov_N{int(N)}": coarse_cov(n, d, N) * noise for N in tightness.COARSE_N}
-            rows.append(dict(kind="coarse", n=n, d=d, N=0.0, seed=s, **covs,
+            rows.append(dict(kind="coarse", n=n, d=d, N=0.0, variant=variant, seed=s, **covs,
                              cov_spread_N=max(covs.values()) - min(covs.values()), closed_form_ok=1.0, law_gap=0.0))
     cells = {(n, 16.0) for n in (256, 1024, 4096)} | {(1024, N) for N in (2.0, 16.0, 256.0, 4096.0)}
     for n, N in sorted(cells):
         for s in range(seeds):
-            rows.append(dict(kind="fine", n=n, d=32, N=N, seed=s, cov=fine_cov(n, N) * (1 + 0.05 * rng.standard_normal()),
-                             mle_is_theta=1.0, closed_cov_mismatch=0.0))
+            hit = (s + 0.5) / seeds < fine_hit
+            rows.append(dict(kind="fine", n=n, d=32, N=N, variant=variant, seed=s,
+                             cov=fine_cov(n, N) * hit, mle_is_theta=float(hit), closed_cov_mismatch=0.0))
+    for s in range(seeds):
+        rows.append(dict(kind="fine_crosscheck", n=64, d=3, N=16.0, variant=variant, seed=s, cov=0.0,
+                         mle_is_theta=0.0, finite_mismatch=0.0))
     return ResultTable(rows)
 
 
+def _t_verdicts(table):
+    return {a.name: a.verdict for a in tightness.CHECK.judge(tightness.analyze(table, "quick")).assertions}
+
+
+def _coarse_theory(n, d, N):
+    from covsim.instances.statistical import coarse_tightness_expected_coverage
+
+    return float(coarse_tightness_expected_coverage(n, d))
+
+
 def test_tightness_analyze_holds_on_theory_table():
-    table = _tightness_table(lambda n, d, N: 0.2 * (d - 1) / n, lambda n, N: 4.0 / (n * math.log(N)))
-    verdicts = _verdicts(tightness.analyze(table, "quick"))
-    for name in ("coarse_slope_n", "coarse_slope_d", "coarse_slope_N", "coarse_flat_in_N", "fine_slope_n",
-                 "fine_slope_log_N"):
-        assert verdicts[name] == Verdict.HOLDS, name
+    table = _tightness_table(_coarse_theory, lambda n, N: 0.125 * 32 / (n * math.log(N)))
+    v = _t_verdicts(table)
+    assert all(x == Verdict.HOLDS for x in v.values()), v
 
 
-def test_tightness_analyze_fails_on_bad_table():
-    # coarse ∝ √d/√n and growing in N; fine ∝ 1/n with no log N dependence (the uncorrected rate)
-    table = _tightness_table(lambda n, d, N: 0.2 * math.sqrt((d - 1) / n) * N**0.3, lambda n, N: 4.0 / n)
-    verdicts = _verdicts(tightness.analyze(table, "quick"))
-    for name in ("coarse_slope_n", "coarse_slope_d", "coarse_slope_N", "coarse_flat_in_N", "fine_slope_log_N"):
-        assert verdicts[name] == Verdict.FAILS, name
+def test_tightness_analyze_fails_on_bad_table_and_control():
+    # coarse ∝ √d/√n, growing in N and below (d-1)/(10n); fine ∝ 1/n with no log N dependence, rarely hit
+    table = _tightness_table(lambda n, d, N: 0.01 * math.sqrt((d - 1) / n) * N**0.3 / 8,
+                             lambda n, N: 4.0 / n, seeds=128)
+    v = _t_verdicts(table)
+    for name in ("coarse_slope_n", "coarse_slope_d", "coarse_flat_in_N", "fine_slope_log_N",
+                 "coarse_lower_bound_w_p_half", "coarse_mean_matches_closed_form"):
+        assert v[name] == Verdict.FAILS, name
+    # the fine construction's MLE rarely leaves π_D: the with-probability-0.1 event fails
+    table = _tightness_table(_coarse_theory, lambda n, N: 0.125 * 32 / (n * math.log(N)), fine_hit=0.02, seeds=128)
+    assert _t_verdicts(table)["fine_lower_bound_w_p_tenth"] == Verdict.FAILS
+    table = _tightness_table(_coarse_theory, lambda n, N: 0.125 * 32 / (n * math.log(N)), variant="control",
+                             seeds=128)
+    v = _t_verdicts(table)
+    assert v["coarse_lower_bound_w_p_half"] == Verdict.FAILS
+    assert v["fine_lower_bound_w_p_tenth"] == Verdict.FAILS
