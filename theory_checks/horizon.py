@@ -6,14 +6,17 @@ P[KL ≥ κ(B)·H/(2n)] ≥ ¼ ([correction] of the paper's H/(4n)) — while th
 capped by 1/(2n) with no H (EXACT), so it cannot grow with H; hence KL/Cov_N ∝ H.
 
 Instance: ``kl_horizon_lower_bound`` (CONSTRUCTIONS §3), n = 100, B = 1 (κ(1) = 0.3278): d = 1,
-a rare prompt of mass 1/(2n), θ⋆ = ±1 drawn per seed. Per seed, the generic pipeline:
-``covsim.sample`` → ``covsim.fit_mle`` (box [−1, 1]; cross-checked against the closed form
-``kl_horizon_mle``) → exact ``covsim.kl``; Cov_N (N = 2, 16, 256) by the instance's exact
-binomial sum ``kl_horizon_coverage`` (checked to lie inside covsim's rigorous bracket).
-Seeds are **paired across H** (``paired_over=("H",)``; the same key split in every H cell),
-so a seed has the same θ⋆ and the same prompts — hence the same count m of rare-prompt
-samples — at every H. Each cell also records the exact E KL and E Cov_N, finite sums over
-m and the token count (``kl_horizon_expected_kl`` / ``_coverage``).
+a rare prompt of mass 1/(2n), θ⋆ = ±1 drawn per seed. Per seed: ``covsim.sample`` draws n
+responses once at H_max (the largest H of the grid) and the cell at H uses their first H tokens;
+the MLE on those tokens is the closed form of ``kl_horizon_mle`` (``prefix_mle``), KL the exact
+μ(1)·H·KL(Ber(s)‖Ber(q̂)) and Cov_N (N = 2, 16, 256) the exact binomial sum of
+``kl_horizon_coverage`` with a traced H (``rare_prompt_coverage``). tests/test_checks_horizon.py
+checks all three against the generic ``covsim.fit_mle`` (box [−1, 1]), ``covsim.kl`` and
+``kl_horizon_coverage``. One compilation serves every H. Seeds are **paired across H**
+(``paired_over=("H",)``; the same key split in every H cell): a seed has the same θ⋆, prompts —
+hence the same count m of rare-prompt samples — and token prefixes at every H. Each cell also
+records the exact E KL and E Cov_N, finite sums over m and the token count
+(``kl_horizon_expected_kl`` / ``kl_horizon_expected_coverage``).
 
 Rules (declared before any run):
 
@@ -32,8 +35,8 @@ Rules (declared before any run):
   over the regime cells of N = 16 (H ≥ 32); paired bootstrap. THEORY §9 / Fig. 2: KL/Cov_N ∝ H.
 
 Observations: simulated vs exact E KL and E Cov_N (z-scores), the paired slope of the
-simulated mean Cov_N, the fraction of seeds with m = 0, covsim's bracket and closed-form
-cross-checks (counts).
+simulated mean Cov_N over each regime, the fraction of seeds with m = 0 (exact 0.606), and
+whether m is the same in every H cell (the pairing).
 
 Control (``variant="biased"``): a learner with a fixed, data-independent bias — the MLE on the
 rare prompt, but Ber(½ + b), b = 0.1, for every token of the common prompt (where π_D is
