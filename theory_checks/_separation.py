@@ -120,7 +120,7 @@ def exact_kl(theta, H: int, k: int = SPARSE_K):
     return MU[0] * H * per_token[0] + MU[1] * k * per_token[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def metric_fns(H: int, k: int, N: float):
     """Cached (same objects across calls, so ``train`` does not retrace) exact metrics:
     ``{"cov": Cov_N, "kl": KL}`` as functions of θ."""
@@ -134,7 +134,7 @@ def metric_fns(H: int, k: int, N: float):
     return {"cov": cov, "kl": kl}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _instance(H: int, k: int):
     return two_prompts(H, k)
 

@@ -145,7 +145,7 @@ def plot(table, summary, out):
         target = float(table.select(H=H).column("target")[0])
         bounds.append(Curve(etas_all, np.full(etas_all.shape, target), label=f"c·min{{1, H/(T log N)}}, H={H}"))
     paths.append(loglog_figure(out / "cov_avg_vs_eta.png", series, xlabel="constant step size η",
-                               ylabel="iterate-averaged Cov_N (exact); band 1/16–15/16 of seeds",
+                               ylabel="avg Cov_N (exact; band: seeds 1/16–15/16)",
                                title="Vanilla SGD on two_prompts: every η stays above c·min{1, H/(T log N)}",
                                bounds=bounds))
     return paths
