@@ -269,9 +269,9 @@ def _slope(sub, x_name, y_name, transform=None, **filters):
     return loglog_slope(transform(x) if transform else x, ys), ys.shape[1]
 
 
-def _slope_evidence(fit, seeds_or_why, cells) -> Evidence:
+def _slope_evidence(fit, seeds_or_why, cells, seeds_in_table: int) -> Evidence:
     if fit is None:
-        return Evidence.invalid(seeds_or_why, seeds=0)
+        return Evidence.invalid(seeds_or_why, seeds=seeds_in_table)
     return Evidence.from_fit(fit, seeds=seeds_or_why, cells=cells)
 
 
@@ -279,6 +279,7 @@ def analyze(table, size: str) -> Analysis:
     ev, obs, det = {}, [], {}
     factor = _factor(table)
     det["bound_factor"] = factor
+    seeds_all = len({row["seed"] for row in table.rows})
     coarse = table.select(kind="coarse")
     fine = table.select(kind="fine")
     cross = table.select(kind="fine_crosscheck")
@@ -309,10 +310,10 @@ def analyze(table, size: str) -> Analysis:
                                                      seeds=seeds)
         fit, s = _slope(coarse, "n", "cov_N2", d=COARSE_D_FIXED)
         det["coarse_fit_n"] = fit.to_dict() if fit else None
-        ev["coarse_slope_n"] = _slope_evidence(fit, s, f"d = {COARSE_D_FIXED}")
+        ev["coarse_slope_n"] = _slope_evidence(fit, s, f"d = {COARSE_D_FIXED}", seeds_all)
         fit, s = _slope(coarse, "d", "cov_N2", transform=lambda x: x - 1, n=COARSE_N_FIXED)
         det["coarse_fit_d"] = fit.to_dict() if fit else None
-        ev["coarse_slope_d"] = _slope_evidence(fit, s, f"n = {COARSE_N_FIXED}")
+        ev["coarse_slope_d"] = _slope_evidence(fit, s, f"n = {COARSE_N_FIXED}", seeds_all)
         sub = coarse.select(n=COARSE_N_FIXED, d=COARSE_D_FIXED)
         if sub.rows:
             ys = np.stack([sub.column(f"cov_N{int(N)}") for N in COARSE_N])
@@ -338,10 +339,10 @@ def analyze(table, size: str) -> Analysis:
     if fine.rows:
         fit, s = _slope(fine, "n", "cov", N=FINE_BIGN_FIXED)
         det["fine_fit_n"] = fit.to_dict() if fit else None
-        ev["fine_slope_n"] = _slope_evidence(fit, s, f"N = {FINE_BIGN_FIXED:g}")
+        ev["fine_slope_n"] = _slope_evidence(fit, s, f"N = {FINE_BIGN_FIXED:g}", seeds_all)
         fit, s = _slope(fine, "N", "cov", transform=np.log, n=FINE_N_FIXED)
         det["fine_fit_logN"] = fit.to_dict() if fit else None
-        ev["fine_slope_log_N"] = _slope_evidence(fit, s, f"n = {FINE_N_FIXED}")
+        ev["fine_slope_log_N"] = _slope_evidence(fit, s, f"n = {FINE_N_FIXED}", seeds_all)
         mism = fine.column("closed_cov_mismatch")
         ev["fine_coverage_closed_form"] = Evidence.count(int(np.sum(mism)), mism.size,
                                                          seeds=min(c["trials"] for c in cells))
@@ -453,6 +454,6 @@ CHECK = Check(
     control=Control("both lower bounds raised 5x ((d-1)/(2n) and (5/8)·d/(n log N)), above what the "
                     "constructions attain: the with-probability events become impossible", control_grid),
     plot=plot,
-    seeds={"tiny": 32, "quick": 128, "full": 2048},
+    seeds={"tiny": 40, "quick": 128, "full": 2048},
     paired_over=("n", "N"),
 )
