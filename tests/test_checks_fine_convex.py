@@ -90,10 +90,38 @@ def test_fine_ladder_log_covering_is_a_cover():
 
 
 def test_fine_ladder_plugin_zero_on_unseen():
-    counts = jnp.zeros((1, 3, 2)).at[0, 1, 1].set(3.0).at[0, 1, 0].set(1.0)
-    m = classes.fine_ladder_plugin(counts)
-    p = np.exp(np.asarray(m.logits)).reshape(3, 2)
-    np.testing.assert_allclose(p, [[1, 0], [0.25, 0.75], [1, 0]])
+    x = jnp.asarray([1, 1, 1, 1])
+    y = jnp.asarray([[1, 0], [1, 1], [1, 1], [0, 1]])
+    m = classes.fine_ladder_plugin(x, y, 3)
+    p = np.exp(np.asarray(m.logits)).reshape(3, 2, 2)
+    np.testing.assert_allclose(p[0], [[1, 0], [1, 0]])  # unseen prompt: token 0
+    np.testing.assert_allclose(p[1], [[0.25, 0.75], [0.25, 0.75]])
+    np.testing.assert_allclose(p[2], [[1, 0], [1, 0]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fine_ladder_horizon_mle_and_coverage(seed):
+    d, levels, n, H = 2, (2.5, 5.0), 16, 3
+    inst = classes.fine_ladder(n, d, levels, horizon=H, c_eps=0.9, c_p=3.0)
+    eps = inst.info["epsilon"]
+    x, y = covsim.sample(inst.truth, inst.mu, n, key=jax.random.PRNGKey(seed))
+    assert np.all(np.asarray(y)[np.asarray(x) % (d + 1) == 0] == 1)  # rare prompts: all ones
+    counts = classes.fine_ladder_counts(x, y, d, 2)
+    model, gains = classes.fine_ladder_mle(counts, eps, jnp.asarray(levels), H)
+    # brute force over the product class with H-token models built from the H = 1 blocks
+    best = -np.inf
+    for c in _ladder_candidates(d, 2, eps, levels):
+        full = classes._ladder_rows(c.logits, d, H)
+        m = covsim.TabularModel(full, horizon=H)
+        best = max(best, float(jnp.sum(jax.vmap(lambda a, b: covsim.log_prob(m, a, b))(x, y))))
+    ll = float(jnp.sum(jax.vmap(lambda a, b: covsim.log_prob(model, a, b))(x, y)))
+    assert ll == pytest.approx(best, abs=1e-9)
+    Ns = jnp.exp(jnp.asarray([2.5, 3.0, 5.0, 6.0]))  # log N > H·(−log(1−ε)) = 2.5… needs ε small
+    if inst.info["fine_radius"] < 2.5:
+        cov = covsim.coverage(inst.truth, model, inst.mu, Ns)
+        closed = classes.fine_ladder_coverage(gains, inst.info["weights"], jnp.asarray(levels), Ns)
+        np.testing.assert_allclose(np.asarray(cov), np.asarray(closed), atol=1e-14)
+    assert classes.fine_ladder_log_covering(inst.info["fine_radius"], d, 2, eps, H) == pytest.approx(2 * math.log(2))
 
 
 # ---------------------------------------------------------------------------
@@ -101,42 +129,48 @@ def test_fine_ladder_plugin_zero_on_unseen():
 
 
 def test_fine_rate_run_cell_shapes():
-    out = fine_rate.run_cell({"learner": "mle", "n": 6144, "d": 32}, KEY, 3)
+    out = fine_rate.run_cell({"learner": "mle", "n": 6144, "d": 32, "H": 2}, KEY, 3)
     for name, v in out.items():
         assert np.asarray(v).shape == (3,), name
         assert np.all(np.isfinite(v)), name
     assert np.all(out["closed_mismatch"] == 0)
-    ctrl = fine_rate.run_cell({"learner": "plugin", "n": 6144, "d": 32}, KEY, 3)
+    ctrl = fine_rate.run_cell({"learner": "plugin", "n": 6144, "d": 32, "H": 1}, KEY, 3)
     cols = [fine_rate._col(L) for L in fine_rate.LEVELS]
     for s in range(3):  # the plug-in's coverage is the same at every level
         assert len({float(ctrl[c][s]) for c in cols}) == 1
 
 
-def _table(fn, S=64, n=6144, rng=np.random.default_rng(0)):
+def _table(fn, S=64, n=6144, h_fn=lambda H: 1.0, rng=np.random.default_rng(0)):
     rows = []
-    for s in range(S):
-        row = {"learner": "mle", "n": n, "d": 32, "seed": s, "closed_mismatch": 0.0}
-        for L in fine_rate._log_ns():
-            row[fine_rate._col(L)] = fn(L, rng)
-        for L in fine_rate.LEVELS:
-            row[f"mle_deviates_L{L:g}"] = 1.0
-        rows.append(row)
+    for H in fine_rate.HS:
+        for s in range(S):
+            row = {"learner": "mle", "n": n, "d": 32, "H": H, "seed": s, "closed_mismatch": 0.0,
+                   "kl": 0.01 * H}
+            for L in fine_rate._log_ns():
+                row[fine_rate._col(L)] = fn(L, rng) * h_fn(H)
+            for L in fine_rate.LEVELS:
+                row[f"mle_deviates_L{L:g}"] = 1.0
+            rows.append(row)
     return ResultTable(rows)
 
 
 def test_fine_rate_analyze_holds_on_one_over_log_n():
     table = _table(lambda L, rng: 1e-3 / L * rng.uniform(0.8, 1.2))
     v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
-    assert v == {"decay_in_log_N": Verdict.HOLDS, "below_bound_whp": Verdict.HOLDS}
+    assert v == {"decay_in_log_N": Verdict.HOLDS, "below_bound_whp": Verdict.HOLDS,
+                 "no_growth_in_H": Verdict.HOLDS}
 
 
-def test_fine_rate_analyze_fails_when_flat_or_above_bound():
+def test_fine_rate_analyze_fails_when_flat_above_bound_or_growing_in_h():
     table = _table(lambda L, rng: 2e-4 * rng.uniform(0.8, 1.2))
     v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
     assert v["decay_in_log_N"] == Verdict.FAILS
     table = _table(lambda L, rng: 0.5 / L * rng.uniform(0.8, 1.2))
     v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
     assert v["below_bound_whp"] == Verdict.FAILS
+    table = _table(lambda L, rng: 1e-3 / L * rng.uniform(0.8, 1.2), h_fn=lambda H: float(H))
+    v = _verdicts(fine_rate.CHECK.judge(fine_rate.analyze(table, "quick")))
+    assert v["no_growth_in_H"] == Verdict.FAILS
 
 
 # ---------------------------------------------------------------------------

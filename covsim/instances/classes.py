@@ -51,25 +51,32 @@ def _require(ok: bool, where: str, msg: str) -> None:
 # §12 fine_ladder
 
 
-def fine_ladder(n: int, d: int, log_levels, *, c_eps: float = 0.5, c_p: float = 0.5) -> Instance:
+def fine_ladder(n: int, d: int, log_levels, *, horizon: int = 1, c_eps: float = 0.5,
+                c_p: float = 0.5) -> Instance:
     r"""J blocks of ``fine_tightness`` at levels N_j = e^{L_j} (CONSTRUCTIONS §12).
 
     Prompts: block j has prompts j(d+1) + {0, 1, …, d} (0 = its rare prompt); each block has
     μ-mass 1/J, inside it μ(0_j) = p_j, μ(i_j) = (1 − p_j)/d, with n_j := n/J,
-    ε = c_ε√(d/n_j) (all blocks) and p_j = c_p ε²/L_j. π_D(1|0_j) = 1, π_D = Ber(½) elsewhere.
-    Class: the product over blocks of {π_D-block} ∪ {π_θ-block : θ ∈ {±1}^d}, where
-    π_θ(1|0_j) = e^{−L_j} and π_θ(·|i_j) = Ber((1 + εθ_i)/2). π_D ∈ Π.
+    ε = c_ε√(d/n_j) (all blocks) and p_j = c_p ε²/L_j. Responses have H = `horizon` tokens.
+    π_D: all ones on rare prompts, i.i.d. Ber(½) tokens on fine prompts.
+    Class: the product over blocks of {π_D-block} ∪ {π_θ-block : θ ∈ {±1}^d}, where π_θ's first
+    token on 0_j is Ber(e^{−L_j}) (later tokens 1, as under π_D) and its tokens on i_j are
+    i.i.d. Ber((1 + εθ_i)/2). π_D ∈ Π. At H = 1 this is J copies of ``fine_tightness``.
 
-    **Arguments:** `n` with n/J ≥ 2d; `d` ≥ 1; `log_levels` (L_j ≥ log 2), increasing.
+    **Arguments:** `n` with n/J ≥ 2d; `d` ≥ 1; `log_levels` (L_j ≥ log 2), increasing;
+    `horizon` H ≥ 1.
 
-    **Returns:** an :class:`Instance` (H = 1, V = 2); ``info``: ``n``, ``d``, ``J``,
-    ``log_levels``, ``epsilon``, ``p`` (per block), ``weights`` (block masses p_j/J of the rare
-    prompts), ``class_size_log`` = J·log(2^d + 1).
+    **Returns:** an :class:`Instance` (V = 2); ``info``: ``n``, ``d``, ``J``, ``H``,
+    ``log_levels``, ``epsilon``, ``p`` (per block), ``weights`` (masses p_j/J of the rare
+    prompts), ``class_size_log`` = J·log(2^d + 1), ``fine_radius`` = H·(−log(1−ε)) (the largest
+    fine-prompt log-ratio between π_D and any π_θ).
     """
     where = "fine_ladder"
     L = np.asarray(log_levels, dtype=float).ravel()
     J = int(L.size)
+    H = int(horizon)
     _require(J >= 1, where, "need at least one level")
+    _require(H >= 1, where, f"horizon must be >= 1, got {horizon!r}")
     _require(bool(np.all(L >= math.log(2.0) - 1e-12)), where, f"levels must be >= log 2, got {L.tolist()}")
     _require(bool(np.all(np.diff(L) > 0)), where, f"levels must increase, got {L.tolist()}")
     _require(int(d) >= 1, where, f"d must be >= 1, got {d!r}")
@@ -81,59 +88,90 @@ def fine_ladder(n: int, d: int, log_levels, *, c_eps: float = 0.5, c_p: float = 
     _require(bool(np.all(p < 1.0)), where, f"p_j must be < 1, got {p.tolist()}")
     dtype = jnp.result_type(float)
     block = fine_tightness_truth(d, dtype).logits  # (d+1, 1, 1, 2)
-    truth = TabularModel(jnp.concatenate([block] * J, axis=0), horizon=1)
+    truth = TabularModel(jnp.concatenate([block] * J, axis=0), horizon=H)
     mu = np.concatenate([np.concatenate([[pj], np.full(d, (1 - pj) / d)]) / J for pj in p])
     info = {
-        "n": int(n), "d": int(d), "J": J, "log_levels": L.tolist(), "epsilon": eps,
+        "n": int(n), "d": int(d), "J": J, "H": H, "log_levels": L.tolist(), "epsilon": eps,
         "p": p.tolist(), "weights": (p / J).tolist(), "c_eps": c_eps, "c_p": c_p,
-        "class_size_log": J * math.log(2.0**d + 1.0),
+        "class_size_log": J * math.log(2.0**d + 1.0), "fine_radius": -H * math.log1p(-eps),
     }
     return Instance("fine_ladder", truth, jnp.asarray(mu, dtype), info=info)
 
 
 def fine_ladder_counts(x, y, d: int, J: int) -> Array:
-    r"""Counts C(j, i, y) ``(J, d+1, 2)`` of a ladder dataset ``x (n,)``, ``y (n, 1)``."""
-    y = jnp.asarray(y).reshape(-1)
-    flat = jnp.zeros((J * (d + 1), 2), dtype=jnp.result_type(float)).at[jnp.asarray(x), y].add(1.0)
-    return flat.reshape(J, d + 1, 2)
+    r"""Sufficient counts ``(J, d+1, 2)`` of a ladder dataset ``x (n,)``, ``y (n, H)``.
+
+    Fine prompts: token counts over all H positions. Rare prompts: counts of the first token
+    only (later tokens are 1 under every model of the class: they carry no likelihood).
+    """
+    x = jnp.asarray(x)
+    y = jnp.asarray(y).reshape(x.shape[0], -1)
+    H = y.shape[1]
+    P = J * (d + 1)
+    dt = jnp.result_type(float)
+    every = jnp.zeros((P, 2), dt).at[jnp.repeat(x, H), y.reshape(-1)].add(1.0)
+    first = jnp.zeros((P, 2), dt).at[x, y[:, 0]].add(1.0)
+    rare = (jnp.arange(P) % (d + 1) == 0)[:, None]
+    return jnp.where(rare, first, every).reshape(J, d + 1, 2)
 
 
-def fine_ladder_mle(counts, epsilon, log_levels) -> tuple[TabularModel, Array]:
+def _ladder_rows(row_logits, d: int, H: int):
+    """(P, 1, 1, 2) rows → (P, H, 1, 2): rare prompts deterministic 1 after the first token."""
+    P = row_logits.shape[0]
+    if H == 1:
+        return row_logits
+    full = jnp.broadcast_to(row_logits, (P, H, 1, 2))
+    one = jnp.asarray([-jnp.inf, 0.0], row_logits.dtype)
+    rare = (jnp.arange(P) % (d + 1) == 0)[:, None, None, None]
+    later = (jnp.arange(H) >= 1)[None, :, None, None]
+    return jnp.where(rare & later, one, full)
+
+
+def fine_ladder_mle(counts, epsilon, log_levels, horizon: int = 1) -> tuple[TabularModel, Array]:
     r"""Exact MLE over the product class: block by block the ``fine_tightness`` closed form.
 
     The log-likelihood is a sum over blocks and the class is a product, so the MLE picks,
     in each block j independently, π_θ (θ_i = sign(C(i,1) − C(i,0)), ties +1) iff its gain
-    G_j = −C(0_j, 1)·L_j + Σ_i [max·log(1+ε) + min·log(1−ε)] > 0, else π_D (ties → π_D).
+    G_j = −C(0_j, 1)·L_j + Σ_i [max·log(1+ε) + min·log(1−ε)] > 0, else π_D (ties → π_D), with
+    the counts of :func:`fine_ladder_counts` (token counts on fine prompts).
 
     **Returns:** ``(model, gains)`` with gains ``(J,)``. Vmappable over counts.
     """
     L = jnp.asarray(log_levels)
+    d = counts.shape[1] - 1
     models, gains = [], []
     for j in range(counts.shape[0]):
         m, _, g = fine_tightness_mle(counts[j], epsilon, jnp.exp(L[j]))
         models.append(m.logits)
         gains.append(g)
-    return TabularModel(jnp.concatenate(models, axis=0), horizon=1), jnp.stack(gains)
+    rows = _ladder_rows(jnp.concatenate(models, axis=0), d, int(horizon))
+    return TabularModel(rows, horizon=int(horizon)), jnp.stack(gains)
 
 
-def fine_ladder_plugin(counts) -> TabularModel:
-    r"""Control learner: the unsmoothed plug-in p̂(y|x) = C(x, y)/C(x), token 0 on unseen x.
+def fine_ladder_plugin(x, y, num_prompts: int) -> TabularModel:
+    r"""Control learner: the unsmoothed plug-in p̂(y_h|x, h) = C(x, h, y_h)/C(x), token 0 on unseen x.
 
-    The MLE of the unrestricted tabular class (zeros allowed), with the default "token 0"
-    on prompts without data: an unseen rare prompt gets p̂(1|0_j) = 0 (ratio +∞ at every N).
+    The MLE of the unrestricted position-wise tabular class (zeros allowed), with the default
+    "token 0" on prompts without data: an unseen rare prompt gets p̂(1|0_j) = 0 (ratio +∞ at
+    every N). ``x (n,)``, ``y (n, H)``.
     """
-    c = jnp.asarray(counts).reshape(-1, 2)
+    x = jnp.asarray(x)
+    y = jnp.asarray(y).reshape(x.shape[0], -1)
+    H = y.shape[1]
+    c = jnp.zeros((num_prompts, H, 2), jnp.result_type(float))
+    c = c.at[jnp.repeat(x, H), jnp.tile(jnp.arange(H), x.shape[0]), y.reshape(-1)].add(1.0)
     tot = c.sum(-1, keepdims=True)
     probs = jnp.where(tot > 0, c / jnp.maximum(tot, 1.0), jnp.asarray([1.0, 0.0], c.dtype))
     logits = jnp.where(probs > 0, jnp.log(jnp.where(probs > 0, probs, 1.0)), -jnp.inf)
-    return TabularModel(logits.reshape(-1, 1, 1, 2), horizon=1)
+    return TabularModel(logits.reshape(num_prompts, H, 1, 2), horizon=H)
 
 
 def fine_ladder_coverage(gains, weights, log_levels, N) -> Array:
     r"""Cov_N of the ladder MLE, exactly: Σ_j (p_j/J)·1{G_j > 0}·1{L_j ≥ log N}.
 
-    (Block j's ratio is exactly N_j = e^{L_j} at its rare prompt when π_θ is picked, ties
-    counted; the fine prompts' ratios are ≤ 1/(1−ε) < 2 ≤ N.) `N` ≥ 2, any shape.
+    Block j's ratio is exactly N_j = e^{L_j} on its rare prompt when π_θ is picked (ties
+    counted); the fine prompts' ratios are ≤ e^{fine_radius} = (1−ε)^{−H}. Valid for
+    log N > H·(−log(1−ε)) (any N ≥ 2 at H = 1). `N` any shape.
     """
     g = jnp.asarray(gains)
     w = jnp.asarray(weights, dtype=g.dtype)
@@ -143,18 +181,18 @@ def fine_ladder_coverage(gains, weights, log_levels, N) -> Array:
     return jnp.sum(jnp.where(on, w, 0.0), axis=-1)
 
 
-def fine_ladder_log_covering(alpha, d: int, J: int, epsilon: float):
+def fine_ladder_log_covering(alpha, d: int, J: int, epsilon: float, horizon: int = 1):
     r"""Upper bound on log N_∞(Π, α) for the ladder (CONSTRUCTIONS §12).
 
     In block j, π_D is at sup-log distance +∞ from every π_θ (π_D(0|0_j) = 0), so it is
-    its own centre; the 2^d models π_θ share the rare row and differ by ≤ log((1+ε)/(1−ε)) on
-    the fine prompts, so one centre (Ber(½) on fine prompts) covers them at α ≥ −log(1−ε),
-    and 2^d centres at any α. Blocks are on disjoint prompts (product of covers):
-    J·log 2 for α ≥ −log(1−ε), J·log(1 + 2^d) otherwise.
+    its own centre; the 2^d models π_θ share the rare row and, on the fine prompts, are within
+    r := H·(−log(1−ε)) of one centre (i.i.d. Ber(½) tokens), so one centre covers them at
+    α ≥ r, and 2^d centres at any α. Blocks are on disjoint prompts (product of covers):
+    J·log 2 for α ≥ r, J·log(1 + 2^d) otherwise. H enters only through r.
     """
     a = np.asarray(alpha, dtype=float)
     big = J * math.log1p(2.0**d)
-    return np.where(a >= -math.log1p(-epsilon), J * math.log(2.0), big)
+    return np.where(a >= -horizon * math.log1p(-epsilon), J * math.log(2.0), big)
 
 
 # ---------------------------------------------------------------------------
