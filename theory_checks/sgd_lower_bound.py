@@ -146,7 +146,7 @@ def plot(table, summary, out):
         bounds.append(Curve(etas_all, np.full(etas_all.shape, target), label=f"c·min{{1, H/(T log N)}}, H={H}"))
     paths.append(loglog_figure(out / "cov_avg_vs_eta.png", series, xlabel="constant step size η",
                                ylabel="avg Cov_N (exact; band: seeds 1/16–15/16)",
-                               title="Vanilla SGD on two_prompts: every η stays above c·min{1, H/(T log N)}",
+                               title="Vanilla SGD, every η vs c·min{1, H/(T log N)} (dashed)",
                                bounds=bounds))
     return paths
 
