@@ -179,9 +179,62 @@ def _mode_tradeoff_structure(R: int, V: int, H: int, k: int, seed: int):
     return pivotal, allowed, class_sign
 
 
+def _mode_tradeoff_continuum(R: int, V: int, H: int, seed: int, pivot_counts, class_scale, avoid_N,
+                             B_v: float, B_c: float):
+    """Heterogeneous variant: per-prompt pivot counts and class-feature scales (NumPy, deterministic).
+
+    The pivot counts cycle through `pivot_counts` within each class; each prompt's scale c(x)
+    is log-uniform on `class_scale`, redrawn until every mid-training log-ratio of the prompt
+    (θ = (θ⋆_0, 0, 0): pivots 50/50 against π_D's pivot law σ(160·B_c·c(x))) lies at least
+    ``AVOID_MARGIN`` nats from log N for each N in `avoid_N` — no knife edge at a tested level.
+    """
+    rng = np.random.default_rng([seed, R, V, H, 7919])
+    num_prompts = 2 * R
+    counts = np.asarray([pivot_counts[i % len(pivot_counts)] for i in range(R)] * 2, dtype=int)
+    pivotal = np.zeros((num_prompts, H), dtype=bool)
+    allowed = np.zeros((num_prompts, H, V), dtype=bool)
+    evens, odds = np.arange(0, V, 2), np.arange(1, V, 2)
+    lo, hi = math.log(class_scale[0]), math.log(class_scale[1])
+    scale = np.zeros(num_prompts)
+    log_avoid = np.log(np.asarray(avoid_N, dtype=float)) if len(avoid_N) else np.zeros(0)
+    forced = math.exp(0.6 * B_v)  # θ⋆_0 = 0.6: weight of an allowed token against V − 1 others at 1
+    for x in range(num_prompts):
+        pivotal[x, rng.choice(H, size=counts[x], replace=False)] = True
+        for h in range(H):
+            if pivotal[x, h]:
+                allowed[x, h, rng.choice(evens)] = True
+                allowed[x, h, rng.choice(odds)] = True
+            else:
+                allowed[x, h, rng.integers(V)] = True
+        for _ in range(10_000):
+            c = math.exp(rng.uniform(lo, hi))
+            margin = 160.0 * B_c * c  # θ⋆_2 = 80, s = ±1 on the two allowed tokens
+            z = forced * (math.exp(margin / 2) + math.exp(-margin / 2)) + (V - 2)
+            p_right, p_wrong = forced * math.exp(margin / 2) / z, forced * math.exp(-margin / 2) / z
+            q = forced / (2 * forced + (V - 2))
+            j = np.arange(counts[x] + 1)
+            mid = (counts[x] - j) * math.log(p_right / q) + j * math.log(p_wrong / q)
+            if not log_avoid.size or np.min(np.abs(mid[:, None] - log_avoid[None, :])) >= AVOID_MARGIN:
+                break
+        else:  # pragma: no cover - the draw space is continuous
+            raise RuntimeError("mode_tradeoff: could not draw class scales avoiding the levels")
+        scale[x] = c
+    class_sign = np.where(np.arange(num_prompts) < R, 1.0, -1.0)
+    return pivotal, allowed, class_sign, scale
+
+
+AVOID_MARGIN = 0.05
+"""Minimum distance (nats) between a mid-training log-ratio of the continuum variant of
+:func:`mode_tradeoff` and log N for each avoided level N."""
+
+
 def mode_tradeoff(*, R: int = 16, seed: int = 0, V: int = 8, H: int = 8, k: int = 2,
                   B_v: float = 16.0, B_s: float = 0.5, B_c: float = 0.05,
-                  class_probs: tuple[float, float] = (0.9, 0.1)) -> Instance:
+                  class_probs: tuple[float, float] = (0.9, 0.1),
+                  pivot_counts: tuple[int, ...] | None = None,
+                  class_scale: tuple[float, float] | None = None,
+                  shared_scale: tuple[float, float] | None = None,
+                  avoid_N: tuple[float, ...] = ()) -> Instance:
     r"""Mode trade-off (CONSTRUCTIONS.md §11; project design, Figure 1 analogue of v2 App. C.2).
 
     Prompts x = 0..2R−1: x < R is class 1 (z = +1, total mass 0.9), x ≥ R is class 2
@@ -212,6 +265,18 @@ def mode_tradeoff(*, R: int = 16, seed: int = 0, V: int = 8, H: int = 8, k: int 
     ``eta`` (2/(H·B_v²)), ``batch_size`` (128), ``num_steps`` (2e4), ``target_y`` (P, H),
     ``pivotal`` (P, H) bool, ``allowed`` (P, H, V) bool, ``class_sign`` (P,), ``R``, ``k``,
     ``B_v``, ``B_s``, ``B_c``, ``N_grid`` (4.6, 5.7, 8, 16).
+
+    **Continuum variant** [project] (used by the Figure 1 checks): with `pivot_counts` (e.g.
+    (1, 2, 3)) prompt x gets k(x) pivotal positions (cycling within each class, so both classes
+    carry every count) instead of `k`, and with `class_scale` = (lo, hi) the class feature of
+    prompt x is multiplied by c(x), log-uniform on [lo, hi], so π_D's pivot law is
+    σ(160·B_c·c(x)) rather than one fixed margin 8; with `shared_scale` = (lo, hi) the shared
+    feature of prompt x is multiplied by b(x), log-uniform on [lo, hi] (how hard the shared
+    mode pulls each prompt). Coverage along a trajectory then takes a
+    continuum of values instead of a few steps. c(x) is redrawn until every mid-training
+    log-ratio (pivots 50/50) is ≥ ``AVOID_MARGIN`` nats from log N for N in `avoid_N`.
+    ``info`` gains ``pivot_count``, ``class_scale`` and ``shared_scale`` (each (P,)). Defaults (None) give the
+    original instance exactly.
     """
     for name, value, low in (("R", R, 1), ("V", V, 2), ("H", H, 1), ("k", k, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -223,14 +288,33 @@ def mode_tradeoff(*, R: int = 16, seed: int = 0, V: int = 8, H: int = 8, k: int 
     if len(class_probs) != 2 or min(class_probs) <= 0 or abs(sum(class_probs) - 1) > 1e-9:
         raise ValueError(f"mode_tradeoff: class_probs must be two positive numbers summing to 1, "
                          f"got {class_probs!r}")
-    pivotal, allowed, class_sign = _mode_tradeoff_structure(R, V, H, k, seed)
+    shared = np.ones(2 * R)
+    if pivot_counts is None and class_scale is None and shared_scale is None:
+        pivotal, allowed, class_sign = _mode_tradeoff_structure(R, V, H, k, seed)
+        scale = np.ones(2 * R)
+    else:
+        pivot_counts = tuple(int(c) for c in (pivot_counts or (k,)))
+        if not pivot_counts or min(pivot_counts) < 0 or max(pivot_counts) > H:
+            raise ValueError(f"mode_tradeoff: pivot_counts must lie in [0, H], got {pivot_counts!r}")
+        class_scale = (1.0, 1.0) if class_scale is None else tuple(float(c) for c in class_scale)
+        if len(class_scale) != 2 or not 0 < class_scale[0] <= class_scale[1]:
+            raise ValueError(f"mode_tradeoff: class_scale must be (lo, hi) with 0 < lo <= hi, "
+                             f"got {class_scale!r}")
+        pivotal, allowed, class_sign, scale = _mode_tradeoff_continuum(
+            R, V, H, seed, pivot_counts, class_scale, tuple(avoid_N), B_v, B_c)
+        if shared_scale is not None:
+            if len(shared_scale) != 2 or not 0 < shared_scale[0] <= shared_scale[1]:
+                raise ValueError(f"mode_tradeoff: shared_scale must be (lo, hi) with 0 < lo <= hi, "
+                                 f"got {shared_scale!r}")
+            rng = np.random.default_rng([seed, R, V, H, 104729])
+            shared = np.exp(rng.uniform(math.log(shared_scale[0]), math.log(shared_scale[1]), 2 * R))
     positions = np.arange(1, H + 1)
     parity_sign = np.where((np.arange(V)[None, :] % 2) == (positions[:, None] % 2), 1.0, -1.0)  # (H, V)
     on_pivot = pivotal[:, :, None] & allowed  # (P, H, V)
     features = np.stack([
         B_v * allowed,
-        B_s * on_pivot * parity_sign[None],
-        B_c * class_sign[:, None, None] * on_pivot * parity_sign[None],
+        B_s * shared[:, None, None] * on_pivot * parity_sign[None],
+        B_c * (class_sign * scale)[:, None, None] * on_pivot * parity_sign[None],
     ], axis=-1)[:, :, None, :, :]  # (P, H, 1, V, 3)
     preferred = allowed & (~pivotal[:, :, None] | (class_sign[:, None, None] * parity_sign[None] > 0))
     target_y = np.argmax(preferred, axis=-1)
@@ -254,6 +338,9 @@ def mode_tradeoff(*, R: int = 16, seed: int = 0, V: int = 8, H: int = 8, k: int 
         "B_s": B_s,
         "B_c": B_c,
         "N_grid": (4.6, 5.7, 8.0, 16.0),
+        "pivot_count": jnp.asarray(pivotal.sum(axis=1)),
+        "class_scale": jnp.asarray(scale),
+        "shared_scale": jnp.asarray(shared),
     }
     return Instance("mode_tradeoff", truth, jnp.asarray(mu), features=jnp.asarray(features),
                     constraint=box, info=info)
