@@ -1,28 +1,62 @@
-"""Argument validation at the public boundary (runs before any compilation).
+"""Argument validation for the whole package: one module, one message format.
 
-Every check raises ``ValueError`` naming the argument, the value received and what is
-allowed. Checks on values are skipped for traced arrays (inside ``jit``/``vmap`` the
-caller is trusted; shapes are still checked).
+Every check names the function, the argument, what was wrong and what is allowed:
+``"kl: mu must sum to 1, got sum 0.7"``.
+
+- **Eager path** (concrete values): a ``ValueError`` before anything is compiled, with
+  the offending value in the message.
+- **Traced path** (inside ``jax.jit`` / ``jax.vmap``, where users call everything): the
+  same check is attached to the array with equinox's ``eqx.error_if``, so it fires at
+  run time with the same message (the value itself is not known while tracing, so the
+  message says "(checked at run time)"). ``EQX_ON_ERROR`` controls how it fires
+  (``raise`` by default; ``nan`` or ``breakpoint`` per equinox's documentation).
+
+Functions that check values *return* the checked array (or model): callers must use the
+returned value, so that the run-time check is part of the computation.
 """
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
     "is_concrete",
+    "value_check",
     "check_key",
     "check_distribution",
+    "guard_distribution",
     "check_thresholds",
     "check_pair",
+    "check_model",
+    "check_finite",
+    "check_tokens",
     "check_positive_int",
 ]
+
+MU_TOLERANCE = 1e-6
+"""|Σ μ − 1| allowed for a prompt distribution."""
 
 
 def is_concrete(*arrays) -> bool:
     """True when none of the arrays is a JAX tracer (values can be inspected)."""
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def value_check(x, bad, message: str, detail=None):
+    """Refuse `x` where `bad` holds: eagerly ``ValueError(message + detail)``; under tracing,
+    ``eqx.error_if(x, bad, message + " (checked at run time)")``. Returns `x` (checked).
+
+    `detail` (a callable giving a string, evaluated only on failure) adds the offending
+    value to the eager message, e.g. ``lambda: f", got sum {total}"``.
+    """
+    if is_concrete(bad):
+        if bool(np.any(np.asarray(bad))):
+            raise ValueError(message + (detail() if detail is not None else ""))
+        return x
+    return eqx.error_if(x, jnp.any(bad), message + " (checked at run time)")
 
 
 def check_key(key, where: str) -> None:
@@ -36,8 +70,9 @@ def check_positive_int(value, name: str, where: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_distribution(mu, num_prompts: int | None, where: str, name: str = "mu") -> None:
-    """``mu`` must be a probability vector of shape ``(num_prompts,)``."""
+def check_distribution(mu, num_prompts: int | None, where: str, name: str = "mu"):
+    """``mu`` must be a probability vector of shape ``(num_prompts,)``: finite, non-negative,
+    summing to 1 within 1e-6. Returns `mu` (checked; see :func:`value_check`)."""
     shape = np.shape(mu)
     if len(shape) != 1:
         raise ValueError(f"{where}: {name} must have shape (P,), got shape {shape}")
@@ -45,29 +80,110 @@ def check_distribution(mu, num_prompts: int | None, where: str, name: str = "mu"
         raise ValueError(
             f"{where}: {name} has {shape[0]} prompts but the models have P={num_prompts}"
         )
-    if not is_concrete(mu):
-        return
-    values = np.asarray(mu, dtype=float)
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
-        raise ValueError(f"{where}: {name} must be non-negative and finite, got {values}")
-    total = values.sum()
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"{where}: {name} must sum to 1, got sum {total!r}")
+    if is_concrete(mu):
+        values = np.asarray(mu, dtype=float)
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"{where}: {name} must be non-negative and finite, got {values}")
+        total = values.sum()
+        if abs(total - 1.0) > MU_TOLERANCE:
+            raise ValueError(f"{where}: {name} must sum to 1, got sum {total!r}")
+        return mu
+    mu = jnp.asarray(mu)
+    bad_entry = ~jnp.isfinite(mu) | (mu < 0)
+    mu = value_check(mu, bad_entry, f"{where}: {name} must be non-negative and finite")
+    return value_check(mu, jnp.abs(jnp.sum(mu) - 1.0) > MU_TOLERANCE, f"{where}: {name} must sum to 1")
+
+
+def guard_distribution(out, mu, where: str, name: str = "mu"):
+    """Attach the run-time checks of :func:`check_distribution` on a traced `mu` to `out`.
+
+    For computations that may not use `mu` at all (one prompt): XLA drops a check whose
+    output is unused, so the check is attached to the result instead. Returns `out`.
+    """
+    if is_concrete(mu):
+        return out
+    mu = jnp.asarray(mu)
+    bad = jnp.any(~jnp.isfinite(mu) | (mu < 0)) | (jnp.abs(jnp.sum(mu) - 1.0) > MU_TOLERANCE)
+    return eqx.error_if(out, bad, f"{where}: {name} must be non-negative, finite and sum to 1 "
+                                  "(checked at run time)")
 
 
 def check_thresholds(N, where: str, *, strict: bool = False):
-    """Coverage thresholds: every ``N >= 1`` (``> 1`` when ``strict``), no NaN."""
-    if not is_concrete(N):
-        return
-    values = np.asarray(N, dtype=float)
-    bad = np.isnan(values) | ((values <= 1) if strict else (values < 1))
-    if np.any(bad):
-        allowed = "> 1" if strict else ">= 1"
-        raise ValueError(f"{where}: N must be {allowed}, got {float(values[bad].ravel()[0])!r}")
+    """Coverage thresholds: every ``N >= 1`` (``> 1`` when ``strict``), no NaN. Returns `N`."""
+    allowed = "> 1" if strict else ">= 1"
+    if is_concrete(N):
+        values = np.asarray(N, dtype=float)
+        bad = np.isnan(values) | ((values <= 1) if strict else (values < 1))
+        if np.any(bad):
+            raise ValueError(f"{where}: N must be {allowed}, got {float(values[bad].ravel()[0])!r}")
+        return N
+    N = jnp.asarray(N)
+    bad = jnp.isnan(N) | ((N <= 1) if strict else (N < 1))
+    return value_check(N, bad, f"{where}: N must be {allowed} and not NaN")
 
 
-def check_pair(p, q, mu, where: str) -> None:
-    """Shapes of a reference ``p``, a model ``q`` and the prompt law ``mu`` must agree."""
+def check_finite(x, name: str, where: str):
+    """Every entry of `x` finite (no NaN, no ±inf). Returns `x` (checked)."""
+    message = f"{where}: {name} must be finite (no NaN or inf)"
+    if is_concrete(x):
+        bad = ~np.isfinite(np.asarray(x, dtype=float))
+        return value_check(x, bad, message, lambda: f", got {int(bad.sum())} non-finite of {bad.size}")
+    return value_check(x, ~jnp.isfinite(x), message)
+
+
+def check_tokens(y, vocab: int, where: str, name: str = "y"):
+    """Integer tokens in ``[0, vocab)``. Returns `y` (checked)."""
+    if not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
+        raise ValueError(f"{where}: {name} must be an integer array, got dtype {jnp.asarray(y).dtype}")
+    if is_concrete(y):
+        values = np.asarray(y)
+        bad = (values < 0) | (values >= vocab)
+        return value_check(y, bad, f"{where}: {name} must hold tokens in [0, {vocab})",
+                           lambda: f", got {values[bad].ravel()[0]}")
+    y = jnp.asarray(y)
+    return value_check(y, (y < 0) | (y >= vocab), f"{where}: {name} must hold tokens in [0, {vocab})")
+
+
+def _model_bad(arrays: dict, concrete: bool) -> dict:
+    """Per-array boolean masks of refused entries of a model's parameters."""
+    xp = np if concrete else jnp
+    out = {}
+    for name, a in arrays.items():
+        a = xp.asarray(a)
+        if name == "logits":
+            # NaN or +inf logits, or a context whose logits are all -inf (no token possible)
+            out[name] = xp.any(xp.isnan(a) | xp.isposinf(a)) | xp.any(xp.all(xp.isneginf(a), axis=-1))
+        else:
+            out[name] = xp.any(~xp.isfinite(a))
+    return out
+
+
+def check_model(model, where: str, name: str = "model"):
+    """A model's parameters must be usable: TabularModel logits without NaN or +inf and
+    with at least one finite logit per context; LinearModel features and theta finite.
+    Returns the model (checked; see :func:`value_check`)."""
+    if hasattr(model, "theta"):
+        arrays = {"features": model.features, "theta": model.theta}
+    else:
+        arrays = {"logits": model.logits}
+    rules = {"logits": "logits must have no NaN or +inf and at least one finite logit per context",
+             "features": "features must be finite (no NaN or inf)",
+             "theta": "theta must be finite (no NaN or inf)"}
+    concrete = is_concrete(*arrays.values())
+    bad = _model_bad(arrays, concrete)
+    checked = {}
+    for key, a in arrays.items():
+        checked[key] = value_check(a, bad[key], f"{where}: {(name + ' ') if name else ''}{rules[key]}")
+    if concrete:
+        return model
+    if "theta" in checked:
+        return eqx.tree_at(lambda m: (m.features, m.theta), model, (checked["features"], checked["theta"]))
+    return eqx.tree_at(lambda m: m.logits, model, checked["logits"])
+
+
+def check_pair(p, q, mu, where: str):
+    """Shapes of a reference ``p``, a model ``q`` and the prompt law ``mu`` must agree, and
+    their values be valid. Returns ``(p, q, mu)`` (checked)."""
     if p.horizon != q.horizon:
         raise ValueError(
             f"{where}: p and q must have the same horizon, got H={p.horizon} and H={q.horizon}"
@@ -83,4 +199,7 @@ def check_pair(p, q, mu, where: str) -> None:
             f"{where}: p and q have different numbers of prompts: {p.num_prompts} and "
             f"{q.num_prompts}"
         )
-    check_distribution(mu, prompts.pop() if prompts else None, where)
+    mu = check_distribution(mu, prompts.pop() if prompts else None, where)
+    p = check_model(p, where, "p")
+    q = p if q is p else check_model(q, where, "q")
+    return p, q, mu

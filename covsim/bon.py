@@ -148,7 +148,7 @@ def best_of_n(model: SequenceModel, mu_or_x, reward_fn: Callable, N: int, *, key
     N = check_positive_int(N, "N", "best_of_n")
     arg = jnp.asarray(mu_or_x)
     if jnp.issubdtype(arg.dtype, jnp.floating):
-        check_distribution(arg, model.num_prompts, "best_of_n", name="mu_or_x (a prompt law)")
+        arg = check_distribution(arg, model.num_prompts, "best_of_n", name="mu_or_x (a prompt law)")
         key, key_x = jax.random.split(key)
         x = jax.random.categorical(key_x, jnp.log(arg))
     else:
@@ -218,7 +218,7 @@ def pass_at_n_exact(model: SequenceModel, mu, target_y, N) -> Array:
     **Returns:** an array with the shape of `N`.
     """
     target_y = _check_targets(model, target_y, "pass_at_n_exact")
-    check_distribution(mu, target_y.shape[0], "pass_at_n_exact")
+    mu = check_distribution(mu, target_y.shape[0], "pass_at_n_exact")
     return _average_pass(success_probability(model, target_y), mu, N)
 
 
@@ -277,7 +277,7 @@ def success_probability_from_mask(model: SequenceModel, mask) -> Array:
 def pass_at_n_from_mask(model: SequenceModel, mu, mask, N) -> Array:
     r"""Exact Pass@N :math:`\mathbb{E}_x[1 - (1 - \hat\pi(S_x|x))^N]` for a mask success set (THEORY.md §4.3)."""
     mask = _check_mask(model, mask, "pass_at_n_from_mask")
-    check_distribution(mu, mask.shape[0], "pass_at_n_from_mask")
+    mu = check_distribution(mu, mask.shape[0], "pass_at_n_from_mask")
     return _average_pass(success_probability_from_mask(model, mask), mu, N)
 
 
@@ -296,7 +296,7 @@ def _mc(values: Array) -> MCEstimate:
 def _check_mc(model, mu, num_samples, key, where):
     check_key(key, where)
     num_samples = check_positive_int(num_samples, "num_samples", where)
-    check_distribution(mu, model.num_prompts, where)
+    mu = check_distribution(mu, model.num_prompts, where)
     return num_samples
 
 
@@ -356,7 +356,7 @@ def bon_regret(model: SequenceModel, comparator: SequenceModel, mu, mask, N) -> 
     """
     mask = _check_mask(model, mask, "bon_regret")
     _check_mask(comparator, mask, "bon_regret")
-    check_distribution(mu, mask.shape[0], "bon_regret")
+    mu = check_distribution(mu, mask.shape[0], "bon_regret")
     if comparator.horizon != model.horizon or comparator.vocab_size != model.vocab_size:
         raise ValueError(
             "bon_regret: model and comparator must share H and V, got "
@@ -381,7 +381,7 @@ def necessity_mask(model: SequenceModel, comparator: SequenceModel, N) -> Array:
     **Arguments:** `model` π̂, `comparator` π_T, `N` ≥ 1 (scalar).
     **Returns:** boolean ``(P, V^H)`` with P = the larger prompt axis of the two models.
     """
-    check_thresholds(N, "necessity_mask")
+    N = check_thresholds(N, "necessity_mask")
     if np.ndim(N) != 0:
         raise ValueError(f"necessity_mask: N must be a scalar, got shape {np.shape(N)}")
     num_prompts = max(model.num_prompts, comparator.num_prompts)

@@ -23,11 +23,17 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from covsim._validate import check_distribution, check_key, check_positive_int, check_thresholds
+from covsim._validate import (
+    check_distribution,
+    check_key,
+    check_positive_int,
+    check_thresholds,
+    guard_distribution,
+)
 from covsim.exact import TIE_TOLERANCE, _kl_context
 from covsim.fit.sgd import _gather_contexts, _token_score, projection
 from covsim.instances._base import Ball, Box
-from covsim.metrics import MCEstimate
+from covsim.metrics import DEFAULT_TOKEN_BUDGET, MCEstimate
 from covsim.models import LinearModel, SequenceModel, next_token_log_probs, sample
 
 __all__ = ["ttt_log_prob", "ttt_token_log_probs", "ttt_sample", "ttt_kl", "ttt_coverage"]
@@ -143,7 +149,7 @@ def ttt_sample(features_model: LinearModel, theta, mu, n: int, *, key: Array, le
     check_key(key, "ttt_sample")
     n = check_positive_int(n, "n", "ttt_sample")
     _check_learner(features_model, theta, constraint, "ttt_sample")
-    check_distribution(mu, features_model.num_prompts, "ttt_sample")
+    mu = check_distribution(mu, features_model.num_prompts, "ttt_sample")
     dtype = features_model.features.dtype
     return _ttt_sample_core(features_model.features, jnp.asarray(theta, dtype),
                             jnp.log(jnp.asarray(mu, dtype)), jnp.asarray(learning_rate, dtype),
@@ -194,10 +200,11 @@ def _check_mc(truth, features_model, theta, mu, constraint, num_samples, key, ch
     prompts = {truth.num_prompts, features_model.num_prompts} - {1}
     if len(prompts) > 1:
         raise ValueError(f"{where}: truth has P={truth.num_prompts}, features_model P={features_model.num_prompts}")
-    check_distribution(mu, prompts.pop() if prompts else None, where)
+    mu = check_distribution(mu, prompts.pop() if prompts else None, where)
     num_samples = check_positive_int(num_samples, "num_samples", where, minimum=2)
-    chunk = min(check_positive_int(chunk_size, "chunk_size", where), num_samples)
-    return num_samples, chunk
+    chunk = min(check_positive_int(chunk_size, "chunk_size", where), num_samples,
+                max(1, DEFAULT_TOKEN_BUDGET // truth.horizon))  # memory bounded in tokens
+    return num_samples, chunk, mu
 
 
 def ttt_kl(truth: SequenceModel, features_model: LinearModel, theta, mu, *, learning_rate, constraint,
@@ -217,14 +224,14 @@ def ttt_kl(truth: SequenceModel, features_model: LinearModel, theta, mu, *, lear
 
     **Returns:** :class:`~covsim.MCEstimate` ``(mean, stderr)`` (scalars).
     """
-    num_samples, chunk = _check_mc(truth, features_model, theta, mu, constraint, num_samples, key,
-                                   chunk_size, "ttt_kl")
+    num_samples, chunk, mu = _check_mc(truth, features_model, theta, mu, constraint, num_samples,
+                                       key, chunk_size, "ttt_kl")
     dtype = features_model.features.dtype
     mean, stderr = _ttt_mc(truth, features_model.features, jnp.asarray(theta, dtype),
                            jnp.asarray(mu, dtype), jnp.asarray(learning_rate, dtype), constraint,
                            jnp.zeros((1,), dtype), key, statistic="kl", num_samples=num_samples,
                            chunk=chunk)
-    return MCEstimate(mean[0], stderr[0])
+    return guard_distribution(MCEstimate(mean[0], stderr[0]), mu, "ttt_kl")
 
 
 def ttt_coverage(truth: SequenceModel, features_model: LinearModel, theta, mu, N, *, learning_rate,
@@ -243,13 +250,14 @@ def ttt_coverage(truth: SequenceModel, features_model: LinearModel, theta, mu, N
 
     **Returns:** :class:`~covsim.MCEstimate` with the shape of `N`.
     """
-    check_thresholds(N, "ttt_coverage")
-    num_samples, chunk = _check_mc(truth, features_model, theta, mu, constraint, num_samples, key,
-                                   chunk_size, "ttt_coverage")
+    N = check_thresholds(N, "ttt_coverage")
+    num_samples, chunk, mu = _check_mc(truth, features_model, theta, mu, constraint, num_samples,
+                                       key, chunk_size, "ttt_coverage")
     dtype = features_model.features.dtype
     levels = jnp.asarray(N, dtype)
     log_levels = jnp.log(levels).reshape(-1) - TIE_TOLERANCE
     mean, stderr = _ttt_mc(truth, features_model.features, jnp.asarray(theta, dtype),
                            jnp.asarray(mu, dtype), jnp.asarray(learning_rate, dtype), constraint,
                            log_levels, key, statistic="coverage", num_samples=num_samples, chunk=chunk)
-    return MCEstimate(mean.reshape(levels.shape), stderr.reshape(levels.shape))
+    return guard_distribution(MCEstimate(mean.reshape(levels.shape), stderr.reshape(levels.shape)),
+                              mu, "ttt_coverage")

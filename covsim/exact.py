@@ -114,7 +114,7 @@ def _accumulate(p_table: Array, mu: Array, horizon: int, context_value) -> Array
 
 
 def _pair_tables(p: SequenceModel, q: SequenceModel, mu, where: str):
-    check_pair(p, q, mu, where)
+    p, q, mu = check_pair(p, q, mu, where)
     return _tables(p, q, jnp.asarray(mu))
 
 
@@ -142,7 +142,7 @@ def kl(p: SequenceModel, q: SequenceModel, mu) -> Array:
     **Returns:** a scalar in nats; ``+inf`` when q gives probability 0 to a token that
     p can emit. Never NaN.
     """
-    check_pair(p, q, mu, "kl")
+    p, q, mu = check_pair(p, q, mu, "kl")
     return _kl(p, q, jnp.asarray(mu))
 
 
@@ -172,7 +172,7 @@ def hellinger2(p: SequenceModel, q: SequenceModel, mu) -> Array:
 
     **Returns:** a scalar in [0, 1].
     """
-    check_pair(p, q, mu, "hellinger2")
+    p, q, mu = check_pair(p, q, mu, "hellinger2")
     return _hellinger2(p, q, jnp.asarray(mu))
 
 
@@ -214,7 +214,7 @@ def inherent_variance(model: LinearModel, mu) -> Array:
         raise ValueError(
             f"inherent_variance: model must be a LinearModel, got {type(model).__name__}"
         )
-    check_pair(model, model, mu, "inherent_variance")
+    model, _, mu = check_pair(model, model, mu, "inherent_variance")
     return _inherent_variance(model, jnp.asarray(mu))
 
 
@@ -317,8 +317,8 @@ def coverage_exact(p: SequenceModel, q: SequenceModel, mu, N) -> Array:
 
     (arXiv 2510.15020 v2, Def. 1.1). Returns an array with the shape of ``N``.
     """
-    check_thresholds(N, "coverage")
-    check_pair(p, q, mu, "coverage")
+    N = check_thresholds(N, "coverage")
+    p, q, mu = check_pair(p, q, mu, "coverage")
     _check_enumerable(p, mu, "coverage")
     return _coverage_exact(p, q, jnp.asarray(mu), jnp.asarray(N))
 
@@ -339,8 +339,8 @@ def stopped_kl_exact(p: SequenceModel, q: SequenceModel, mu, N) -> Array:
 
     (arXiv 2510.15020 v2, Prop. D.10; THEORY.md §3.6.) Shape of ``N``.
     """
-    check_thresholds(N, "stopped_kl")
-    check_pair(p, q, mu, "stopped_kl")
+    N = check_thresholds(N, "stopped_kl")
+    p, q, mu = check_pair(p, q, mu, "stopped_kl")
     _check_enumerable(p, mu, "stopped_kl")
     return _stopped_kl_exact(p, q, jnp.asarray(mu), jnp.asarray(N))
 
@@ -437,8 +437,8 @@ def coverage_independent(p: SequenceModel, q: SequenceModel, mu, N) -> Array:
     **Returns:** an array with the shape of ``N``.
     """
     where = "coverage_independent"
-    check_thresholds(N, where)
-    check_pair(p, q, mu, where)
+    N = check_thresholds(N, where)
+    p, q, mu = check_pair(p, q, mu, where)
     atoms = p.vocab_size ** (-(-p.horizon // 2))
     if atoms > MAX_ENUMERATION:
         raise ValueError(
@@ -542,10 +542,10 @@ def coverage_bracket(p: SequenceModel, q: SequenceModel, mu, N, *, bins: int = 1
 
     **Returns:** :class:`Bracket` of arrays with the shape of ``N``.
     """
-    check_thresholds(N, "coverage")
+    N = check_thresholds(N, "coverage")
     if not isinstance(bins, int) or bins < 8:
         raise ValueError(f"coverage: bins must be an integer >= 8, got {bins!r}")
-    check_pair(p, q, mu, "coverage")
+    p, q, mu = check_pair(p, q, mu, "coverage")
     log_t = _log_thresholds(N, jnp.result_type(float))
     lower, upper = _bracket(p, q, jnp.asarray(mu), jnp.asarray(N), bins=bins, depth=depth)
     return Bracket(lower.reshape(log_t.shape), upper.reshape(log_t.shape))

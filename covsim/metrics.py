@@ -6,6 +6,7 @@ pass@k is called pass@k.
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -15,12 +16,21 @@ import numpy as np
 from jax import Array
 
 from covsim import exact
-from covsim._validate import check_key, check_pair, check_positive_int, check_thresholds, is_concrete
+from covsim._validate import (
+    check_key,
+    check_pair,
+    check_positive_int,
+    check_thresholds,
+    guard_distribution,
+    is_concrete,
+)
 from covsim.models import SequenceModel, next_token_log_probs, sample, token_log_probs
 
-__all__ = ["MCEstimate", "coverage", "stopped_kl", "pass_at_n", "pass_at_k", "pass_at_k_traced"]
+__all__ = ["LooseBracketWarning", "MCEstimate", "coverage", "stopped_kl", "pass_at_n", "pass_at_k", "pass_at_k_traced"]
 
-DEFAULT_CHUNK = 65_536
+DEFAULT_TOKEN_BUDGET = 2**24
+"""Tokens (sequences × H) drawn per Monte-Carlo chunk: memory stays bounded at any H
+(about 16.8M tokens, a few hundred MB in float64, whatever H and num_samples are)."""
 
 
 class MCEstimate(NamedTuple):
@@ -78,19 +88,63 @@ def _mc_mean(p, q, mu, levels, key, *, statistic, num_samples, chunk):
     (total, total_sq), _ = jax.lax.scan(body, (zero, zero), (jnp.arange(num_chunks), keys))
     mean = total / num_samples
     var = jnp.maximum(total_sq / num_samples - mean**2, 0.0) * num_samples / max(num_samples - 1, 1)
-    return mean, jnp.sqrt(var / num_samples)
+    stderr = jnp.sqrt(var / num_samples)
+    if statistic == "coverage":  # no hit at all: report the one-sided 95% bound 3/M, not 0
+        stderr = jnp.where(total == 0, 3.0 / num_samples, stderr)
+    return mean, stderr
 
 
-def _monte_carlo(p, q, mu, levels, statistic, num_samples, key, chunk, where):
+def mc_chunk(num_samples: int, horizon: int, token_budget: int = DEFAULT_TOKEN_BUDGET,
+             chunk_size: int | None = None) -> int:
+    """Sequences per Monte-Carlo chunk: `chunk_size` if given, else ⌊token_budget / H⌋ (≥ 1),
+    never more than `num_samples`."""
+    if chunk_size is None:
+        chunk_size = max(1, int(token_budget) // int(horizon))
+    return min(int(chunk_size), int(num_samples))
+
+
+def _monte_carlo(p, q, mu, levels, statistic, num_samples, key, chunk_size, token_budget, where):
     check_key(key, where + " (method='mc')")
     if num_samples is None:
         raise ValueError(f"{where}: method='mc' needs num_samples (a positive int), got None")
     num_samples = check_positive_int(num_samples, "num_samples", where)
-    chunk = min(check_positive_int(chunk, "chunk_size", where), num_samples)
+    token_budget = check_positive_int(token_budget, "token_budget", where)
+    if chunk_size is not None:
+        chunk_size = check_positive_int(chunk_size, "chunk_size", where)
+    chunk = mc_chunk(num_samples, p.horizon, token_budget, chunk_size)
     flat = levels.reshape(-1)
     mean, stderr = _mc_mean(p, q, jnp.asarray(mu, dtype=flat.dtype), flat, key,
                             statistic=statistic, num_samples=num_samples, chunk=chunk)
     return MCEstimate(mean.reshape(levels.shape), stderr.reshape(levels.shape))
+
+
+class LooseBracketWarning(UserWarning):
+    """The coverage bracket is wider than ½: its answer says little (see its message)."""
+
+
+_LOOSE_BRACKET_WARNED = [False]
+
+
+def _warn_if_loose(bracket, bins: int) -> None:
+    """Warn once per process when an eagerly computed bracket is wider than ½."""
+    if _LOOSE_BRACKET_WARNED[0] or not is_concrete(bracket.lower, bracket.upper):
+        return
+    width = float(jnp.max(jnp.asarray(bracket.upper) - jnp.asarray(bracket.lower)))
+    if width > 0.5:
+        _LOOSE_BRACKET_WARNED[0] = True
+        warnings.warn(
+            f"coverage(method='bracket'): the bracket is {width:.3g} wide (> 1/2), so it says "
+            f"little; refine it with bins > {bins} (cost grows linearly in bins) or use "
+            "method='mc' (unbiased, with standard errors). Shown once per process.",
+            LooseBracketWarning, stacklevel=3)
+
+
+def _refuse_unused(where: str, method: str, options: dict) -> None:
+    """ValueError for an option set by the caller that `method` does not use."""
+    for name, (given, methods) in options.items():
+        if given and method not in methods:
+            raise ValueError(f"{where}: {name} is used only by method={' or '.join(map(repr, methods))}, "
+                             f"not by method={method!r}; remove it")
 
 
 def _common_dtype(p, q):
@@ -103,7 +157,8 @@ def _common_dtype(p, q):
 
 def coverage(p: SequenceModel, q: SequenceModel, mu, N, *, method: str = "exact",
              num_samples: int | None = None, key: Array | None = None,
-             return_stderr: bool = False, bins: int = 1024, chunk_size: int = DEFAULT_CHUNK):
+             return_stderr: bool = False, bins: int | None = None,
+             token_budget: int = DEFAULT_TOKEN_BUDGET, chunk_size: int | None = None):
     r"""Coverage profile Cov_N(p‖q) (arXiv 2510.15020 v2, Def. 1.1).
 
     .. math::
@@ -118,30 +173,51 @@ def coverage(p: SequenceModel, q: SequenceModel, mu, N, *, method: str = "exact"
     - `p`: reference law π_D; `q`: model π̂; `mu`: prompt law ``(P,)``.
     - `N`: threshold(s) ≥ 1, any shape; the result has the same shape.
     - `method`: ``"exact"`` (enumeration, P·V^H ≤ 4,194,304), ``"mc"`` (Monte Carlo from
-      p with `num_samples` and `key`, chunked by `chunk_size` so memory stays bounded)
-      or ``"bracket"`` (rigorous bounds at any H, refined by `bins`).
-    - `return_stderr`: with ``"mc"``, return an :class:`MCEstimate` (mean, stderr).
+      p with `num_samples` and `key`) or ``"bracket"`` (rigorous bounds at any H, refined
+      by `bins`, default 1024; it warns once when its width exceeds ½).
+    - `token_budget`, `chunk_size` (``"mc"``): samples are drawn in chunks of
+      ⌊token_budget / H⌋ sequences (default budget 2^24 tokens), or `chunk_size`
+      sequences if given, so memory stays bounded at any H and `num_samples`.
+    - `return_stderr`: with ``"mc"``, return an :class:`MCEstimate` (mean, stderr; with no
+      hit at all the stderr is the one-sided 95% bound 3/M instead of 0).
+
+    Options that the chosen method does not use raise a ``ValueError``.
 
     **Returns:** an array with the shape of `N`; for ``"bracket"`` a
     :class:`~covsim.exact.Bracket` ``(lower, upper)``; for ``"mc"`` with
     `return_stderr`, an :class:`MCEstimate`.
     """
-    check_thresholds(N, "coverage")
+    N = check_thresholds(N, "coverage")
+    if method not in ("exact", "mc", "bracket"):
+        raise ValueError(f"coverage: method must be 'exact', 'mc' or 'bracket', got {method!r}")
+    _refuse_unused("coverage", method, {
+        "num_samples": (num_samples is not None, ("mc",)),
+        "key": (key is not None, ("mc",)),
+        "return_stderr": (bool(return_stderr), ("mc",)),
+        "bins": (bins is not None, ("bracket",)),
+        "token_budget": (token_budget != DEFAULT_TOKEN_BUDGET, ("mc",)),
+        "chunk_size": (chunk_size is not None, ("mc",)),
+    })
     if method == "exact":
         return exact.coverage_exact(p, q, mu, N)
     if method == "bracket":
-        return exact.coverage_bracket(p, q, mu, N, bins=bins)
+        bracket = exact.coverage_bracket(p, q, mu, N, bins=1024 if bins is None else bins)
+        _warn_if_loose(bracket, 1024 if bins is None else bins)
+        return bracket
     if method == "mc":
-        check_pair(p, q, mu, "coverage")
+        p, q, mu = check_pair(p, q, mu, "coverage")
         levels = jnp.log(jnp.asarray(N, dtype=_common_dtype(p, q))) - exact.TIE_TOLERANCE
-        est = _monte_carlo(p, q, mu, levels, "coverage", num_samples, key, chunk_size, "coverage")
+        est = _monte_carlo(p, q, mu, levels, "coverage", num_samples, key, chunk_size,
+                           token_budget, "coverage")
+        est = guard_distribution(est, mu, "coverage")
         return est if return_stderr else est.mean
     raise ValueError(f"coverage: method must be 'exact', 'mc' or 'bracket', got {method!r}")
 
 
 def stopped_kl(p: SequenceModel, q: SequenceModel, mu, N, *, method: str = "exact",
                num_samples: int | None = None, key: Array | None = None,
-               return_stderr: bool = False, chunk_size: int = DEFAULT_CHUNK):
+               return_stderr: bool = False, token_budget: int = DEFAULT_TOKEN_BUDGET,
+               chunk_size: int | None = None):
     r"""Stopped sequence KL (arXiv 2510.15020 v2, Prop. D.10; THEORY.md §3.6).
 
     .. math::
@@ -153,14 +229,24 @@ def stopped_kl(p: SequenceModel, q: SequenceModel, mu, N, *, method: str = "exac
     Methods ``"exact"`` (enumeration) and ``"mc"`` as in :func:`coverage`.
     Returns an array with the shape of `N` (finite even when the KL is +∞).
     """
-    check_thresholds(N, "stopped_kl")
+    N = check_thresholds(N, "stopped_kl")
+    if method not in ("exact", "mc"):
+        raise ValueError(f"stopped_kl: method must be 'exact' or 'mc', got {method!r}")
+    _refuse_unused("stopped_kl", method, {
+        "num_samples": (num_samples is not None, ("mc",)),
+        "key": (key is not None, ("mc",)),
+        "return_stderr": (bool(return_stderr), ("mc",)),
+        "token_budget": (token_budget != DEFAULT_TOKEN_BUDGET, ("mc",)),
+        "chunk_size": (chunk_size is not None, ("mc",)),
+    })
     if method == "exact":
         return exact.stopped_kl_exact(p, q, mu, N)
     if method == "mc":
-        check_pair(p, q, mu, "stopped_kl")
+        p, q, mu = check_pair(p, q, mu, "stopped_kl")
         levels = jnp.log(jnp.asarray(N, dtype=_common_dtype(p, q)))
         est = _monte_carlo(p, q, mu, levels, "stopped_kl", num_samples, key, chunk_size,
-                           "stopped_kl")
+                           token_budget, "stopped_kl")
+        est = guard_distribution(est, mu, "stopped_kl")
         return est if return_stderr else est.mean
     raise ValueError(f"stopped_kl: method must be 'exact' or 'mc', got {method!r}")
 
@@ -193,7 +279,7 @@ def _pass_at_k_one(n: int, c: int, k: int) -> float:
         return 1.0
     # 1 − C(n−c, k)/C(n, k) = 1 − Π_{i=n−c+1}^{n} (1 − k/i)
     i = np.arange(n - c + 1, n + 1, dtype=float)
-    return float(-np.expm1(np.sum(np.log1p(-k / i))))
+    return float(-np.expm1(np.sum(np.log1p(-k / i)))) + 0.0  # + 0.0: never -0.0 (c = 0)
 
 
 def pass_at_k(n, c, k):
@@ -241,5 +327,5 @@ def pass_at_k_traced(n, c, k) -> Array:
     lg = jax.scipy.special.gammaln
     log_ratio = lg(n - c + 1) - lg(n - c - k + 1) - lg(n + 1) + lg(n - k + 1)
     safe = jnp.where(n - c < k, 0.0, log_ratio)
-    return jnp.where(n - c < k, 1.0, -jnp.expm1(safe))
+    return jnp.where(n - c < k, 1.0, -jnp.expm1(safe)) + 0.0  # + 0.0: never -0.0
 

@@ -21,12 +21,21 @@ Models act on one sequence (``log_prob(model, x, y)``); use ``jax.vmap`` for bat
 
 from __future__ import annotations
 
+from functools import partial
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from covsim._validate import check_key
+from covsim._validate import (
+    check_distribution,
+    check_key,
+    check_model,
+    check_tokens,
+    guard_distribution,
+    is_concrete,
+)
 
 __all__ = [
     "TabularModel",
@@ -102,6 +111,8 @@ class TabularModel(eqx.Module):
             )
         self.horizon = _resolve_horizon(logits.shape[1], horizon, "TabularModel")
         self.logits = logits
+        if is_concrete(logits):  # NaN, +inf or an all -inf context refused at construction
+            check_model(self, "TabularModel", "")
 
     @property
     def vocab_size(self) -> int:
@@ -153,6 +164,8 @@ class LinearModel(eqx.Module):
         self.horizon = _resolve_horizon(features.shape[1], horizon, "LinearModel")
         self.features = features
         self.theta = theta
+        if is_concrete(features, theta):  # non-finite features or theta refused at construction
+            check_model(self, "LinearModel", "")
 
     @property
     def vocab_size(self) -> int:
@@ -237,6 +250,15 @@ def log_prob(model: SequenceModel, x, y: Array) -> Array:
             f"log_prob: y must have shape (H,) = ({model.horizon},), got shape {y.shape}; "
             "use jax.vmap for a batch of sequences"
         )
+    y = check_tokens(y, model.vocab_size, "log_prob")
+    x = check_tokens(jnp.asarray(x), max(model.num_prompts, 1), "log_prob", name="x") \
+        if model.num_prompts > 1 else x
+    model = check_model(model, "log_prob")
+    return _log_prob(model, x, y)
+
+
+@jax.jit
+def _log_prob(model, x, y):
     return jnp.sum(token_log_probs(model, x, y))
 
 
@@ -280,14 +302,22 @@ def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Arra
     check_key(key, "sample")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"sample: n must be a positive Python int, got {n!r}")
-    mu = jnp.asarray(mu)
-    if mu.ndim != 1:
-        raise ValueError(f"sample: mu must have shape (P,), got shape {mu.shape}")
-    table = next_token_log_probs(model)
-    if table.shape[0] not in (1, mu.shape[0]):
+    if jnp.ndim(mu) != 1:
+        raise ValueError(f"sample: mu must have shape (P,), got shape {jnp.shape(mu)}")
+    if model.num_prompts not in (1, jnp.shape(mu)[0]):
         raise ValueError(
-            f"sample: mu has P={mu.shape[0]} prompts but the model has {table.shape[0]}"
+            f"sample: mu has P={jnp.shape(mu)[0]} prompts but the model has {model.num_prompts}"
         )
+    mu = check_distribution(mu, model.num_prompts, "sample")
+    model = check_model(model, "sample")
+    # with one prompt the draws ignore mu: the check is attached to the result
+    return guard_distribution(_sample(model, jnp.asarray(mu), key, n), mu, "sample")
+
+
+@partial(jax.jit, static_argnames=("n",))
+def _sample(model: SequenceModel, mu: Array, key: Array, n: int) -> tuple[Array, Array]:
+    """:func:`sample` after validation; compiled once per (model structure, shapes, n)."""
+    table = next_token_log_probs(model)
     vocab = table.shape[-1]
     key_x, key_y = jax.random.split(key)
     x = _inverse_cdf(key_x, jnp.broadcast_to(jnp.log(mu), (n, mu.shape[0])))

@@ -269,7 +269,7 @@ def tournament(logliks, N) -> tuple[Array, Array]:
 def _check_level(N, where: str) -> None:
     if np.ndim(N) != 0:
         raise ValueError(f"{where}: N must be a scalar, got shape {np.shape(N)}")
-    check_thresholds(N, where)
+    N = check_thresholds(N, where)
 
 
 @jax.jit
@@ -384,7 +384,7 @@ def select_min_kl(models, truth: SequenceModel, mu) -> tuple[Array, Array]:
     **Returns:** ``(index, kls)`` with ``kls`` of shape ``(m,)`` (``+inf`` allowed).
     """
     tables, horizon = candidate_tables(models)
-    check_distribution(mu, None, "select_min_kl")
+    mu = check_distribution(mu, None, "select_min_kl")
     values = jax.vmap(lambda t: kl(truth, TabularModel(t, horizon), mu))(tables)
     return jnp.argmin(values), values
 

@@ -20,6 +20,7 @@ from covsim.fit import (  # noqa: E402
     sufficient_statistics,
 )
 from covsim.fit import mle as mle_module  # noqa: E402
+from covsim.fit.mle import gap_tolerance  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -168,7 +169,11 @@ def test_coarse_tightness_kkt_closed_form(counts):
     theta = np.asarray(fitted.theta)
     np.testing.assert_allclose(theta, expected, atol=1e-9)
     assert np.all(theta[unseen] == -1.0) and theta[top] == 1.0  # boundary reached exactly
-    assert bool(diag.converged) and float(diag.gap) < 1e-8
+    # the solver stops on (and reports) its own certificate: the tolerance is derived from it
+    eps = np.finfo(np.float64).eps
+    tol_eff = max(1e-10, 100 * eps)
+    assert bool(diag.converged) and float(diag.kkt_residual) <= tol_eff
+    assert float(diag.gap) <= float(gap_tolerance(tol_eff, diag.log_likelihood, n, eps))
 
 
 def test_projected_gradient_would_stall_but_newton_reaches_boundary():

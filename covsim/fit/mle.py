@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from covsim._validate import is_concrete
+from covsim._validate import check_model, check_tokens, is_concrete, value_check
 from covsim.models import LinearModel, SequenceModel, TabularModel, next_token_log_probs
 
 __all__ = [
@@ -61,8 +61,14 @@ class MLEDiagnostics(NamedTuple):
     - `gap`: the Frank–Wolfe gap :math:`\\max_{z\\in\\Theta}\\langle\\nabla\\hat L_n(\\hat\\theta), z-\\hat\\theta\\rangle`,
       a certified upper bound on :math:`\\max_\\Theta \\hat L_n - \\hat L_n(\\hat\\theta)` (concavity);
       ball: ``radius·‖g‖ − ⟨g, θ̂⟩``; box: ``Σ_j max(g_j (u_j − θ̂_j), g_j (l_j − θ̂_j))``.
-    - `converged`: ``kkt_residual <= max(tol, 100·eps)`` (eps of the dtype).
+    - `converged`: the stopping rule: ``kkt_residual <= τ`` and ``gap <= gap_tolerance``,
+      with τ = max(tol, 100·eps) (eps of the dtype) and
+      gap_tolerance = max(τ·T, 10³·eps·(|L̂_n| + 1)) (see :func:`gap_tolerance`).
     - `log_likelihood`: :math:`\\hat L_n(\\hat\\theta)` (total, weighted).
+    - `on_boundary`: θ̂ lies on the boundary of Θ with a non-zero outward gradient of the
+      log-likelihood — the unconstrained maximizer lies outside Θ, so the fit is held by the
+      constraint (a `radius` or box too small for the truth makes the fit biased however
+      large n is; enlarge it).
 
     For a tabular model the MLE is closed form: 0 iterations, residual and gap 0, converged.
     """
@@ -72,6 +78,7 @@ class MLEDiagnostics(NamedTuple):
     gap: Array
     converged: Array
     log_likelihood: Array
+    on_boundary: Array
 
 
 # ---------------------------------------------------------------------------
@@ -113,6 +120,12 @@ def _check_data(model: SequenceModel, x, y, weights, where: str, num_prompts: in
         if lo < 0 or (prompts > 1 and hi >= prompts):
             allowed = f"[0, {prompts})" if prompts > 1 else "[0, inf) (the model has one prompt)"
             raise ValueError(f"{where}: x prompts must lie in {allowed}, got range [{lo}, {hi}]")
+    if not is_concrete(y):  # inside jit / vmap: the same checks, at run time
+        y = check_tokens(y, vocab, where)
+    if not is_concrete(x):
+        x = value_check(x, (x < 0) | ((x >= prompts) if prompts > 1 else False),
+                        f"{where}: x prompts must lie in [0, {prompts})" if prompts > 1
+                        else f"{where}: x prompts must be >= 0")
     if weights is not None:
         weights = jnp.asarray(weights)
         if weights.shape != x.shape:
@@ -126,6 +139,9 @@ def _check_data(model: SequenceModel, x, y, weights, where: str, num_prompts: in
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 bad = w[~(np.isfinite(w) & (w >= 0))][0]
                 raise ValueError(f"{where}: weights must be finite and >= 0, got an entry {bad!r}")
+        elif not is_concrete(weights):
+            weights = value_check(weights, ~jnp.isfinite(weights) | (weights < 0),
+                                  f"{where}: weights must be finite and >= 0")
     return x, y, weights
 
 
@@ -276,6 +292,30 @@ def _certificate(grad, theta, lower, upper, radius, token_mass, use_box: bool):
     return residual, jnp.maximum(gap, 0.0)
 
 
+def gap_tolerance(tol, log_likelihood, token_mass, eps):
+    r"""The Frank–Wolfe gap `fit_mle` stops at: :math:`\max(\tau\,T,\ 10^3\,\epsilon\,(|\hat L_n|+1))`,
+    the per-token tolerance τ times the token mass T, or the rounding level of :math:`\hat L_n`."""
+    return jnp.maximum(tol * jnp.maximum(token_mass, 1.0), 1e3 * eps * (jnp.abs(log_likelihood) + 1.0))
+
+
+def _certified(residual, gap, value, tol_eff, token_mass, eps):
+    """The stopping rule, which is also `converged`: KKT residual and gap both small."""
+    return (residual <= tol_eff) & (gap <= gap_tolerance(tol_eff, value, token_mass, eps))
+
+
+def _outward(grad, theta, lower, upper, radius, token_mass, use_box: bool, tol_eff):
+    """True when θ̂ sits on the boundary of Θ and the log-likelihood still increases outward
+    (the unconstrained maximizer lies outside Θ: the constraint binds)."""
+    mean_grad = grad / jnp.maximum(token_mass, 1.0)
+    if use_box:
+        at_upper = theta >= upper - 1e-9 * jnp.maximum(jnp.abs(upper), 1.0)
+        at_lower = theta <= lower + 1e-9 * jnp.maximum(jnp.abs(lower), 1.0)
+        return jnp.any((at_upper & (mean_grad > tol_eff)) | (at_lower & (mean_grad < -tol_eff)))
+    norm = jnp.linalg.norm(theta)
+    on_sphere = norm >= radius * (1 - 1e-9)
+    return on_sphere & (mean_grad @ theta > tol_eff * jnp.maximum(norm, 1.0))
+
+
 def _spd_solve(matrix: Array, rhs: Array) -> Array:
     """Cholesky solve; keeps exact zeros of decoupled (uninformed) coordinates."""
     factor = jax.scipy.linalg.cho_factor(matrix, lower=True)
@@ -389,7 +429,8 @@ def _fit_linear(features, counts, theta0, lower, upper, radius, tol, *, use_box:
         theta = state.theta
         value, grad, hess = _derivatives(features, counts, theta)
         noise = 1e3 * eps * (jnp.abs(value) + 1.0)
-        residual, _ = _certificate(grad, theta, lower, upper, radius, token_mass, use_box)
+        residual, gap = _certificate(grad, theta, lower, upper, radius, token_mass, use_box)
+        certified = _certified(residual, gap, value, tol_eff, token_mass, eps)
         damping = eps**0.75 * jnp.maximum(jnp.max(jnp.diagonal(hess)), 1.0)
         if use_box:
             direction, active = _box_step(hess, grad, theta, lower, upper, damping, token_mass)
@@ -416,7 +457,7 @@ def _fit_linear(features, counts, theta0, lower, upper, radius, tol, *, use_box:
         alpha, _, accepted = jax.lax.while_loop(
             search_cond, search_body, (jnp.ones((), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
         )
-        finished = (residual <= tol_eff) | ~accepted
+        finished = certified | ~accepted
         new_theta = jnp.where(finished, theta, trial_point(theta, direction, alpha))
         return _State(new_theta, state.iterations + jnp.where(finished, 0, 1), finished)
 
@@ -427,7 +468,9 @@ def _fit_linear(features, counts, theta0, lower, upper, radius, tol, *, use_box:
     final = jax.lax.while_loop(cond, body, _State(start, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
     value, grad, _ = _derivatives(features, counts, final.theta)
     residual, gap = _certificate(grad, final.theta, lower, upper, radius, token_mass, use_box)
-    diagnostics = MLEDiagnostics(final.iterations, residual, gap, residual <= tol_eff, value)
+    certified = _certified(residual, gap, value, tol_eff, token_mass, eps)
+    outward = _outward(grad, final.theta, lower, upper, radius, token_mass, use_box, tol_eff)
+    diagnostics = MLEDiagnostics(final.iterations, residual, gap, certified, value, outward)
     return final.theta, diagnostics
 
 
@@ -442,7 +485,8 @@ def _fit_tabular(model: TabularModel, counts, smoothing):
     value = jnp.sum(jnp.where(counts > 0, counts * log_freq, 0.0))
     zero = jnp.zeros((), counts.dtype)
     fitted = eqx.tree_at(lambda m: m.logits, model, log_freq.astype(model.logits.dtype))
-    return fitted, MLEDiagnostics(jnp.zeros((), jnp.int32), zero, zero, jnp.ones((), bool), value)
+    return fitted, MLEDiagnostics(jnp.zeros((), jnp.int32), zero, zero, jnp.ones((), bool), value,
+                                  jnp.zeros((), bool))
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
@@ -534,6 +578,8 @@ def fit_mle(
     """
     where = "fit_mle"
     x, y, weights = _check_data(model, x, y, weights, where)
+    if isinstance(model, LinearModel):
+        model = check_model(model, where)  # NaN features or theta refused (also under jit/vmap)
     _check_iteration_args(max_iter, tol, where)
     dtype = _model_dtype(model)
     if isinstance(model, TabularModel):

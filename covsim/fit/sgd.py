@@ -525,7 +525,7 @@ def _check_train_inputs(features_model, truth, mu, config, constraint, theta_ini
     prompts = {truth.num_prompts, features_model.num_prompts} - {1}
     if len(prompts) > 1:
         raise ValueError(f"train: truth has P={truth.num_prompts} prompts, features_model P={features_model.num_prompts}")
-    check_distribution(mu, prompts.pop() if prompts else None, "train")
+    mu = check_distribution(mu, prompts.pop() if prompts else None, "train")
     if theta_init is not None and jnp.shape(theta_init) != (features_model.dim,):
         raise ValueError(f"train: theta_init must have shape ({features_model.dim},), got {jnp.shape(theta_init)}")
     if dataset is not None:

@@ -165,7 +165,7 @@ def multinomial_coverage(truth_log_probs, model_log_probs, mu, horizon: int, N) 
     **Returns:** coverage with the shape of `N`.
     """
     horizon = check_positive_int(horizon, "horizon", "multinomial_coverage")
-    check_thresholds(N, "multinomial_coverage")
+    N = check_thresholds(N, "multinomial_coverage")
     lp = jnp.asarray(truth_log_probs)
     lq = jnp.asarray(model_log_probs, dtype=lp.dtype)
     if lp.ndim != 2 or lq.shape != lp.shape:
