@@ -58,6 +58,16 @@ def test_vacuity_gate():
         judge(r, Evidence.interval(0.1, 0.0, 0.2, seeds=16))
 
 
+def test_vacuity_gate_for_lower_bounds():
+    r = rule("probability_at_least", 0.25, bound="kappa H / (2n)", bound_side="lower")
+    assert r.trivial == 0.0
+    a = judge(r, Evidence.trials(30, 32, bound_values=[0.0, 0.0]))
+    assert a.verdict == Verdict.INCONCLUSIVE and "vacuous" in a.reason
+    assert judge(r, Evidence.trials(30, 32, bound_values=[0.0, 0.2])).verdict == Verdict.HOLDS
+    with pytest.raises(ValueError, match="bound_side"):
+        rule("cap", 1.0, bound="b", bound_side="left")
+
+
 def test_zero_violations_and_invalid_evidence():
     r = rule("zero_violations", None)
     assert judge(r, Evidence.count(0, 100, seeds=16)).verdict == Verdict.HOLDS

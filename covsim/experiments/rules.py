@@ -24,9 +24,10 @@ Gates applied before the kind's test, in order (each gives *inconclusive*):
 
 1. **power floor** — evidence from fewer than ``Rule.min_seeds`` seeds (default 8);
    evidence marked ``exact`` (a closed-form or enumerated number, no seeds) is exempt;
-2. **vacuity** — a rule with ``bound`` set compares a metric with a bound; if the bound
-   is at or above ``Rule.trivial`` (1 for coverage) in every cell the rule uses, the
-   rule cannot bite there;
+2. **vacuity** — a rule with ``bound`` set compares a metric with a bound; an upper
+   bound (``bound_side="upper"``) at or above ``Rule.trivial`` (1 for coverage) in every
+   cell the rule uses, or a lower bound (``bound_side="lower"``) at or below it (0 for a
+   non-negative metric), cannot bite there;
 3. **invalid evidence** — the statistic could not be computed (``Evidence.why``).
 """
 
@@ -70,7 +71,10 @@ class Rule:
     - `theory`: the THEORY.md line it tests, quoted (e.g. "§5.2: Cov_N ≤ 1/(2n)").
     - `bound`: the bound the metric is compared with, in words, or ``None``; when set,
       the vacuity gate applies and the evidence must carry `bound_values`.
-    - `trivial`: the value at or above which the bound says nothing (1 for coverage).
+    - `bound_side`: ``"upper"`` (the metric is claimed below the bound) or ``"lower"``.
+    - `trivial`: the value at which the bound says nothing: an upper bound at or above it,
+      or a lower bound at or below it, is vacuous (default 1 for upper bounds, as for
+      coverage; 0 for lower bounds).
     - `level`: confidence level of intervals and tests. `min_seeds`: the power floor.
     """
 
@@ -81,9 +85,10 @@ class Rule:
     regime: str
     theory: str
     bound: str | None = None
-    trivial: float = 1.0
+    trivial: float | None = None
     level: float = 0.95
     min_seeds: int = MIN_SEEDS
+    bound_side: str = "upper"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -107,6 +112,11 @@ class Rule:
                 raise ValueError(f"Rule {self.name!r}: a probability threshold must be in (0, 1), "
                                  f"got {self.threshold!r}")
             object.__setattr__(self, "threshold", float(self.threshold))
+        if self.bound_side not in ("upper", "lower"):
+            raise ValueError(f"Rule {self.name!r}: bound_side must be 'upper' or 'lower', "
+                             f"got {self.bound_side!r}")
+        if self.trivial is None:
+            object.__setattr__(self, "trivial", 1.0 if self.bound_side == "upper" else 0.0)
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"Rule {self.name!r}: level must be in (0, 1), got {self.level!r}")
         for attr in ("name", "statistic", "regime", "theory"):
@@ -125,7 +135,9 @@ class Rule:
             test = f"P >= {self.threshold:g} (binomial test)"
         else:
             test = "0 violations"
-        bound = f"; vs bound {self.bound} (vacuous if >= {self.trivial:g})" if self.bound else ""
+        op = ">=" if self.bound_side == "upper" else "<="
+        bound = (f"; vs {self.bound_side} bound {self.bound} (vacuous if {op} {self.trivial:g})"
+                 if self.bound else "")
         return (f"[{self.kind}] {self.statistic} {test}; cells: {self.regime}{bound}; "
                 f"tests {self.theory}")
 
@@ -133,7 +145,8 @@ class Rule:
         return to_jsonable({
             "name": self.name, "kind": self.kind, "statistic": self.statistic,
             "threshold": self.threshold, "regime": self.regime, "theory": self.theory,
-            "bound": self.bound, "trivial": self.trivial, "level": self.level,
+            "bound": self.bound, "bound_side": self.bound_side, "trivial": self.trivial,
+            "level": self.level,
             "min_seeds": self.min_seeds,
         })
 
@@ -314,9 +327,12 @@ def judge(rule: Rule, ev: Evidence | None) -> Assertion:
         bv = np.asarray(ev.bound_values, dtype=float).ravel()
         if bv.size == 0:
             return _inconclusive(rule, "no cell inside the rule's regime", ev)
-        if np.all(bv >= rule.trivial):
+        if rule.bound_side == "upper" and np.all(bv >= rule.trivial):
             return _inconclusive(rule, f"vacuous: the bound ({rule.bound}) is >= {rule.trivial:g} "
                                        f"in every cell it uses (min {bv.min():.3g})", ev)
+        if rule.bound_side == "lower" and np.all(bv <= rule.trivial):
+            return _inconclusive(rule, f"vacuous: the lower bound ({rule.bound}) is <= "
+                                       f"{rule.trivial:g} in every cell it uses (max {bv.max():.3g})", ev)
     if not ev.valid:
         return _inconclusive(rule, f"no valid statistic: {ev.why}", ev)
     det = _details(rule, ev)
