@@ -68,6 +68,7 @@ import covsim
 from covsim import bounds
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.sharding import shard_seeds
 from covsim.experiments.stats import loglog_slope
 from covsim.instances.statistical import (
     coarse_tightness,
@@ -95,7 +96,8 @@ RULES = (
     Rule("coarse_lower_bound_w_p_half", "probability_at_least",
          "worst coarse cell: fraction of seeds with min over N in {2, 8, 64, 512} of Cov_N >= (d-1)/(10n)", 0.5,
          regime="every coarse cell (n >= d >= 2, B = log(5n) + 1, all N <= e^B)",
-         theory="THEORY §5.5(a): EXACT w.p. >= 1/2, Cov_N >= (d-1)/(10n) for all N <= e^B"),
+         theory="THEORY §5.5(a): EXACT w.p. >= 1/2, Cov_N >= (d-1)/(10n) for all N <= e^B",
+         bound="(d-1)/(10n)", bound_side="lower"),
     Rule("coarse_flat_in_N", "zero_violations", "per seed: Cov_N identical across N in {2, 8, 64, 512}", None,
          regime="every coarse cell", theory="THEORY §5.5(a): no decay in N up to e^B"),
     Rule("coarse_slope_n", "band", "log-log slope of mean Cov_2 in n (d = 9)", (-1.25, -0.75),
@@ -111,7 +113,8 @@ RULES = (
     Rule("fine_lower_bound_w_p_tenth", "probability_at_least",
          "worst fine cell: fraction of seeds with Cov_N >= (1/8)·d/(n log N)", 0.1,
          regime="every fine cell (d = 32, n >= 2d, N >= 2)",
-         theory="THEORY §5.5(b): w.p. >= 0.1, Cov_N >= c·d/(n log N) (c = c_p c_eps^2 = 1/8 here)"),
+         theory="THEORY §5.5(b): w.p. >= 0.1, Cov_N >= c·d/(n log N) (c = c_p c_eps^2 = 1/8 here)",
+         bound="(1/8)·d/(n log N)", bound_side="lower"),
     Rule("fine_slope_n", "band", "log-log slope of mean Cov_16 in n (d = 32)", (-1.25, -0.75),
          regime="fine cells with N = 16", theory="THEORY §9: 5.5(b) Cov_N ∝ d/(n log N)"),
     Rule("fine_slope_log_N", "band", "log-log slope of mean Cov_N in log N (n = 1024)", (-1.3, -0.7),
@@ -184,7 +187,7 @@ def _coarse_seed(key, features, theta_star, n, *, d, n_max):
 
 @partial(jax.jit, static_argnames=("d", "n_max", "num_seeds"))
 def _coarse_seeds(key, features, theta_star, n, *, d, n_max, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _coarse_seed(k, features, theta_star, n, d=d, n_max=n_max))(keys)
 
 
@@ -206,7 +209,7 @@ def _fine_seed(key, mu, eps, N, *, d, n):
 
 @partial(jax.jit, static_argnames=("d", "n", "num_seeds"))
 def _fine_seeds(key, mu, eps, N, *, d, n, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _fine_seed(k, mu, eps, N, d=d, n=n))(keys)
 
 
@@ -223,7 +226,7 @@ def _crosscheck_seed(key, mu, candidates, eps, N, *, d, n):
 
 @partial(jax.jit, static_argnames=("d", "n", "num_seeds"))
 def _crosscheck_seeds(key, mu, candidates, eps, N, *, d, n, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _crosscheck_seed(k, mu, candidates, eps, N, d=d, n=n))(keys)
 
 
