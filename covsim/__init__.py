@@ -4,7 +4,8 @@ Reference: F. Chen et al., "The Coverage Principle: How Pre-Training Enables
 Post-Training", arXiv 2510.15020 (ICLR 2026). Formulas are in docs/THEORY.md.
 """
 
-from covsim import bon, bounds, decoding, instances, selection
+from covsim import bon, bounds, constraints, decoding, instances, selection
+from covsim.constraints import Ball, Box
 from covsim.fit import fit_mle, fit_mle_finite
 from covsim.fit import sgd
 from covsim.fit.sgd import SGDConfig, TrainResult, default_config, make_optimizer, train
@@ -26,6 +27,9 @@ from covsim.models import LinearModel, TabularModel, log_prob, next_token_log_pr
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ball",
+    "Box",
+    "constraints",
     "TabularModel",
     "LinearModel",
     "log_prob",

@@ -32,7 +32,7 @@ from covsim._validate import (
 )
 from covsim.exact import TIE_TOLERANCE, _kl_context
 from covsim.fit.sgd import _gather_contexts, _token_score, projection
-from covsim.instances._base import Ball, Box
+from covsim.constraints import Ball, Box
 from covsim.metrics import DEFAULT_TOKEN_BUDGET, MCEstimate
 from covsim.models import LinearModel, SequenceModel, next_token_log_probs, sample
 

@@ -507,3 +507,33 @@ def test_vmapped_ball_fit_does_not_deadlock():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_constraint_objects_equal_radius_and_box_keywords():
+    """fit_mle(constraint=Ball(r)) is fit_mle(radius=r); Box likewise; both at once refused."""
+    from covsim.constraints import Ball, Box
+
+    rng = np.random.default_rng(3)
+    features = jnp.asarray(rng.normal(size=(1, 4, 4, 3, 2)))
+    truth = covsim.LinearModel(features, jnp.array([1.5, -2.0]))
+    x, y = covsim.sample(truth, jnp.ones(1), 200, key=jax.random.PRNGKey(1))
+    a = fit_mle(truth, x, y, radius=3.0)
+    b = fit_mle(truth, x, y, constraint=Ball(3.0))
+    np.testing.assert_array_equal(np.asarray(a.theta), np.asarray(b.theta))
+    a = fit_mle(truth, x, y, box=(-1.0, 1.0))
+    b = fit_mle(truth, x, y, constraint=Box(-1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(a.theta), np.asarray(b.theta))
+    with pytest.raises(ValueError, match="not both"):
+        fit_mle(truth, x, y, radius=2.0, constraint=Ball(3.0))
+
+
+def test_on_boundary_flags_a_radius_too_small_for_the_truth():
+    """‖θ⋆‖ = 2.5 > radius 1: the fit sits on the sphere with an outward gradient."""
+    rng = np.random.default_rng(4)
+    features = jnp.asarray(rng.normal(size=(1, 4, 4, 3, 2)))
+    truth = covsim.LinearModel(features, jnp.array([1.5, -2.0]))
+    x, y = covsim.sample(truth, jnp.ones(1), 500, key=jax.random.PRNGKey(2))
+    _, diag = fit_mle(truth, x, y, radius=1.0, return_diagnostics=True)
+    assert bool(diag.on_boundary) and bool(diag.converged)
+    _, diag = fit_mle(truth, x, y, radius=10.0, return_diagnostics=True)
+    assert not bool(diag.on_boundary)

@@ -35,6 +35,7 @@ import numpy as np
 from jax import Array
 
 from covsim._validate import check_model, check_tokens, is_concrete, value_check
+from covsim.constraints import Ball, Box
 from covsim.models import LinearModel, SequenceModel, TabularModel, next_token_log_probs
 
 __all__ = [
@@ -526,6 +527,7 @@ def fit_mle(
     max_iter: int = 100,
     tol=1e-10,
     return_diagnostics: bool = False,
+    constraint=None,
 ):
     r"""Maximum-likelihood estimate within the model's class (arXiv 2510.15020 v2, §2, Thm 4.1/4.2; THEORY.md §6.1).
 
@@ -564,7 +566,11 @@ def fit_mle(
 
     - `model`: a :class:`~covsim.LinearModel` or :class:`~covsim.TabularModel` (defines the class).
     - `x`: prompts, integer ``(n,)``; `y`: responses, integer ``(n, H)`` (:func:`covsim.sample`).
-    - `radius`: ball radius (> 0), linear models only.
+    - `constraint`: Θ as a :class:`covsim.constraints.Ball` or :class:`~covsim.constraints.Box`
+      (the objects `covsim.fit.sgd.train` takes); or, equivalently, the keywords below.
+    - `radius`: ball radius (> 0), linear models only. Choose it at least ‖θ⋆‖ (the class
+      must contain the truth, THEORY Assumption 2.2): too small a radius gives a biased fit
+      that does not improve with n — the diagnostics then report ``on_boundary=True``.
     - `box`: ``(lower, upper)``, each a scalar or ``(d,)``, lower ≤ upper; replaces the ball.
     - `weights`: non-negative per-sample weights ``(n,)`` (a 0/1 mask ``arange(n_max) < n``
       fits the first n samples without recompiling).
@@ -577,6 +583,16 @@ def fit_mle(
     ``(model, MLEDiagnostics)`` when ``return_diagnostics=True``.
     """
     where = "fit_mle"
+    if constraint is not None:
+        if box is not None or (not isinstance(radius, (int, float)) or radius != 1.0):
+            raise ValueError(f"{where}: give Θ either as constraint= or as radius=/box=, not both")
+        if isinstance(constraint, Ball):
+            radius = constraint.radius
+        elif isinstance(constraint, Box):
+            box = (constraint.lower, constraint.upper)
+        else:
+            raise ValueError(f"{where}: constraint must be a covsim.constraints.Ball or Box, "
+                             f"got {type(constraint).__name__}")
     x, y, weights = _check_data(model, x, y, weights, where)
     if isinstance(model, LinearModel):
         model = check_model(model, where)  # NaN features or theta refused (also under jit/vmap)

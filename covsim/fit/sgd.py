@@ -35,7 +35,7 @@ from jax import Array
 
 from covsim._validate import check_distribution, check_key, check_positive_int, is_concrete
 from covsim.exact import _kl_context
-from covsim.instances._base import Ball, Box
+from covsim.constraints import Ball, Box
 from covsim.models import LinearModel, SequenceModel, _invert_cdf, next_token_log_probs
 
 __all__ = [

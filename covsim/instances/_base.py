@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
 
+from covsim.constraints import Ball, Box
 from covsim.models import LinearModel, SequenceModel
 
 __all__ = ["Ball", "Box", "Instance"]
-
-
-class Ball(NamedTuple):
-    """Θ = {θ : ‖θ‖₂ ≤ radius} (Assumption 2.2 with radius 1)."""
-
-    radius: float
-
-
-class Box(NamedTuple):
-    """Θ = {θ : lower ≤ θ ≤ upper} coordinatewise (a flagged departure from Assumption 2.2)."""
-
-    lower: Array
-    upper: Array
 
 
 class Instance(eqx.Module):
