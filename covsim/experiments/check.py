@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import jax
 
     from covsim.experiments.results import ResultTable
-    from covsim.experiments.rules import Evidence, Observation, Rule
 
 __all__ = [
     "Check",
