@@ -189,3 +189,13 @@ def test_distillation_burn_in_cap_covers_the_log_threshold():
     for H_max in (32, 128, 512):
         slope = np.log(theta0(H_max) / theta0(8)) / np.log(H_max / 8)
         assert slope <= distillation.POWER_SLOPE
+
+
+def test_distillation_mc_coverage_matches_exact():
+    inst, learner, _, _ = distillation.pivotal_setup(4, 1, 4)
+    thetas = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, learner.dim)) * 0.2)
+    est = np.asarray(distillation._mc_coverage(inst.truth, learner, inst.mu, thetas, KEY, 4.0, num_samples=4000))
+    for s in range(2):
+        for c in range(3):
+            exact = float(covsim.coverage(inst.truth, inst.model(thetas[s, c]), inst.mu, 4.0))
+            assert abs(est[s, c] - exact) <= 5 * np.sqrt(max(exact * (1 - exact), 1e-4) / 4000) + 1e-9
