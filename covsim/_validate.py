@@ -34,6 +34,10 @@ __all__ = [
     "check_finite",
     "check_tokens",
     "check_positive_int",
+    "check_real",
+    "require",
+    "concrete_values",
+    "check_values",
 ]
 
 MU_TOLERANCE = 1e-6
@@ -203,3 +207,51 @@ def check_pair(p, q, mu, where: str):
     p = check_model(p, where, "p")
     q = p if q is p else check_model(q, where, "q")
     return p, q, mu
+
+
+# --------------------------------------------------------------------------------------
+# scalar / closed-form arguments (covsim.bounds, covsim.instances): eager checks only
+# --------------------------------------------------------------------------------------
+
+
+def require(condition: bool, where: str, message: str) -> None:
+    """``ValueError(f"{where}: {message}")`` unless `condition` holds (concrete values only)."""
+    if not condition:
+        raise ValueError(f"{where}: {message}")
+
+
+def check_real(value, name: str, where: str) -> float:
+    """A finite real number, returned as a Python float."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {name} must be a real number, got {value!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{where}: {name} must be finite, got {value!r}")
+    return value
+
+
+def concrete_values(x):
+    """`x` as a float NumPy array, or ``None`` when it is traced (not inspectable)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(x, dtype=float)
+    except Exception:  # e.g. a tracer hidden in a container
+        return None
+
+
+def check_values(x, ok, allowed: str, where: str, name: str) -> None:
+    """Every concrete entry of `x` is not NaN and satisfies ``ok`` (a NumPy predicate), else
+    ``ValueError(f"{where}: {name} must be {allowed}, got {first bad value}")``.
+
+    Traced values are not inspected: closed-form bounds trust their traced arguments
+    (a bound is arithmetic on numbers the caller computed, not a user-facing sampler)."""
+    v = concrete_values(x)
+    if v is None:
+        return
+    with np.errstate(invalid="ignore"):
+        bad = np.isnan(v) | ~np.asarray(ok(v), dtype=bool)
+    if np.any(bad):
+        got = float(np.broadcast_to(v, bad.shape)[bad].ravel()[0])
+        raise ValueError(f"{where}: {name} must be {allowed}, got {got!r}")

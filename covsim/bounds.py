@@ -3,8 +3,9 @@ r"""Closed-form bounds of THEORY.md, one pure function per result.
 Every function takes floats or arrays (broadcasting allowed), computes with ``jax.numpy``
 (so it is ``jit``/``vmap``-compatible and keeps the floating dtype it is given) and
 validates its arguments when they are concrete Python/NumPy/JAX values: a bad value raises
-``ValueError`` naming the argument, the value received and what is allowed. Traced values
-are trusted (no validation inside ``jit``).
+``ValueError`` naming the function, the argument, the value received and what is allowed
+(``"kl_to_coverage: N must be > 1, got 1.0"``, the format of :mod:`covsim._validate`, which
+does the checking). Traced values are trusted (no validation inside ``jit``).
 
 ``+inf`` is a legitimate output (e.g. a KL bound when KL = inf); NaN never is: the
 ``0·inf`` and ``inf/inf`` cases are resolved explicitly (``0·inf = 0``; an upper bound of
@@ -84,14 +85,14 @@ offset_tournament_general_*       §7.2             Thm 6.4′ / Thm G.3′
 
 from __future__ import annotations
 
-import functools
 import math
-import threading
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from covsim._validate import check_values, concrete_values
 
 __all__ = [
     # §2 elementary facts
@@ -180,26 +181,13 @@ _E = math.e
 # --------------------------------------------------------------------------------------
 
 
-def _concrete(x):
-    """``x`` as a float NumPy array, or ``None`` when it is traced (not inspectable)."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x, dtype=float)
-    except Exception:  # e.g. a tracer hidden in a container
-        return None
+_concrete = concrete_values  # ``x`` as a float NumPy array, or None when traced
 
 
 def _check(fname: str, name: str, x, ok: Callable, allowed: str) -> None:
-    """Raise ``ValueError`` if some concrete entry of ``x`` is NaN or fails ``ok``."""
-    v = _concrete(x)
-    if v is None:
-        return
-    with np.errstate(invalid="ignore"):
-        bad = np.isnan(v) | ~np.asarray(ok(v), dtype=bool)
-    if np.any(bad):
-        got = float(np.broadcast_to(v, bad.shape)[bad].ravel()[0])
-        raise ValueError(f"{name} must be {allowed} for {fname}, got {got!r}")
+    """``ValueError("fname: name must be allowed, got v")`` if a concrete entry of ``x`` is NaN
+    or fails ``ok`` (see :func:`covsim._validate.check_values`); traced values are trusted."""
+    check_values(x, ok, allowed, fname, name)
 
 
 def _gt1(f, name, x):
@@ -229,21 +217,11 @@ def _open_unit(f, name, x):
     _check(f, name, x, lambda v: (v > 0) & (v < 1), "in (0, 1)")
 
 
-class _ValidationDone(Exception):
-    """Raised by :func:`_f` during a validation-only pass (see :func:`_public`)."""
-
-
-_STATE = threading.local()
-
-
-def _validating() -> bool:
-    return getattr(_STATE, "validating", False)
-
-
 def _f(x):
-    """``x`` as a JAX array with a floating dtype (integers are promoted)."""
-    if _validating():
-        raise _ValidationDone
+    """``x`` as a JAX array with a floating dtype (integers are promoted; Python ints go
+    through float, so large counts such as T = 10**12 never overflow int32)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = float(x)
     a = jnp.asarray(x)
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(jnp.result_type(float))
@@ -511,7 +489,7 @@ def weak_converse_kl(sup_cov_log_n, log_w_max):
     C, lw = _concrete(sup_cov_log_n), _concrete(log_w_max)
     if C is not None and lw is not None and np.any(np.asarray(C > lw * (1 + 1e-12))):
         raise ValueError(
-            "sup_cov_log_n must be <= log_w_max for weak_converse_kl "
+            "weak_converse_kl: sup_cov_log_n must be <= log_w_max "
             f"(C = sup_N Cov_N log N <= log W_max), got {float(np.max(C))!r} > "
             f"{float(np.min(lw))!r}"
         )
@@ -1139,7 +1117,7 @@ def coarse_tightness_lower(d, n):
     _ge1(f, "n", n)
     dd, nn = _concrete(d), _concrete(n)
     if dd is not None and nn is not None and np.any(np.asarray(nn < dd)):
-        raise ValueError(f"n must be >= d for {f}, got n={nn!r}, d={dd!r}")
+        raise ValueError(f"{f}: n must be >= d, got n={nn!r}, d={dd!r}")
     return (_f(d) - 1) / (10 * _f(n))
 
 
@@ -1335,7 +1313,7 @@ def convex_class_bound(
         need = 2 * np.exp(2 * va) * vNp
         if np.any(np.asarray(vN < need * (1 - 1e-12))):
             raise ValueError(
-                f"N must be >= 2 exp(2 alpha) N_prime for {f}, got N={vN!r}, "
+                f"{f}: N must be >= 2 exp(2 alpha) N_prime, got N={vN!r}, "
                 f"2 exp(2 alpha) N_prime={need!r}"
             )
     weight = jnp.exp(2 * _f(alpha)) * _f(N_prime) / _f(N)
@@ -1374,7 +1352,7 @@ def _check_misspec(f, alpha, M):
     _gt1(f, "M", M)
     va, vM = _concrete(alpha), _concrete(M)
     if va is not None and vM is not None and np.any(np.asarray(np.log(vM) <= va)):
-        raise ValueError(f"M must be > exp(alpha) for {f}, got M={vM!r}, alpha={va!r}")
+        raise ValueError(f"{f}: M must be > exp(alpha), got M={vM!r}, alpha={va!r}")
 
 
 def misspecification_p(alpha, M):
@@ -2081,50 +2059,3 @@ def offset_tournament_general_rate(min_e_gamma, num_candidates, n, delta, c=1.0)
     f = "offset_tournament_general_rate"
     _unit(f, "min_e_gamma", min_e_gamma)
     return c * (_f(min_e_gamma) + _stat_term(f, num_candidates, n, delta))
-
-
-# --------------------------------------------------------------------------------------
-# public wrappers: validate eagerly (NumPy only), then compute in one jitted call
-# --------------------------------------------------------------------------------------
-
-
-def _public(fn):
-    """Wrap ``fn`` so that validation runs eagerly and the arithmetic runs under ``jit``.
-
-    The validation pass calls ``fn`` with a thread-local flag set: the ``_check`` helpers
-    run on concrete values and the first :func:`_f` (start of the arithmetic) stops the
-    pass. The arithmetic then runs as one compiled call (inside ``jit`` the arguments are
-    tracers and validation is skipped). Python ints are passed as floats, so large counts
-    (T = 10**12) never overflow int32.
-    """
-    core = jax.jit(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        args = tuple(_int_to_float(a) for a in args)
-        kwargs = {k: _int_to_float(v) for k, v in kwargs.items()}
-        if _validating():  # nested call inside another function's validation pass
-            return fn(*args, **kwargs)
-        _STATE.validating = True
-        try:
-            fn(*args, **kwargs)
-        except _ValidationDone:
-            pass
-        finally:
-            _STATE.validating = False
-        return core(*args, **kwargs)
-
-    return wrapper
-
-
-def _int_to_float(x):
-    if isinstance(x, int) and not isinstance(x, bool):
-        return float(x)
-    return x
-
-
-# c_fine takes a callable and stays eager.
-for _name in __all__:
-    if _name != "c_fine":
-        globals()[_name] = _public(globals()[_name])
-del _name

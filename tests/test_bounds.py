@@ -617,7 +617,7 @@ def test_jit_and_vmap():
 @pytest.mark.parametrize(
     "call, pattern",
     [
-        (lambda: bounds.kl_to_coverage(1.0, 1.0), r"N must be > 1 for kl_to_coverage, got 1\.0"),
+        (lambda: bounds.kl_to_coverage(1.0, 1.0), r"kl_to_coverage: N must be > 1, got 1\.0"),
         (lambda: bounds.kl_to_coverage(-0.1, 4.0), r"kl must be >= 0.*got -0\.1"),
         (lambda: bounds.kl_to_coverage(np.nan, 4.0), r"kl .*got nan"),
         (lambda: bounds.kl_to_coverage(1.0, np.array([2.0, 0.5])), r"N must be > 1.*got 0\.5"),

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from covsim._validate import require
 from covsim.exact import TIE_TOLERANCE
 from covsim.instances._base import Instance
 from covsim.instances.statistical import fine_tightness_mle, fine_tightness_truth
@@ -42,9 +43,7 @@ __all__ = [
 ]
 
 
-def _require(ok: bool, where: str, msg: str) -> None:
-    if not ok:
-        raise ValueError(f"{where}: {msg}")
+_require = require  # the package's one validation module (covsim._validate)
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from jax import Array
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
 from covsim import bounds
-from covsim._validate import check_key
+from covsim._validate import check_key, check_positive_int, check_real, require
 from covsim.exact import TIE_TOLERANCE
 from covsim.instances._base import Ball, Box, Instance
 from covsim.models import LinearModel, TabularModel
@@ -97,25 +97,10 @@ def _float_dtype(dtype=None):
     return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
 
 
-def _require(condition: bool, where: str, message: str) -> None:
-    if not condition:
-        raise ValueError(f"{where}: {message}")
-
-
-def _check_int(value, name: str, where: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{where}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(value, name: str, where: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {name} must be a real number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: {name} must be finite, got {value!r}")
-    return value
+# argument checks: the package's one validation module (one message format)
+_require = require
+_check_int = check_positive_int
+_check_real = check_real
 
 
 def _sigmoid(z: float) -> float:
