@@ -70,7 +70,7 @@ __all__ = [
 class SearchResult(NamedTuple):
     """Outcome of :func:`adversarial_search`.
 
-    - `ratio`: the largest ``max_i actual_i / bound_i`` found (scalar).
+    - `ratio`: the largest ``max_i actual_i / bound_i`` found (scalar; see :func:`ratio`).
     - `instance`: the instance (pytree, as returned by `init`) attaining it.
     - `actual`, `bound`: ``actual_fn(instance)`` and ``bound_fn(instance)`` there.
     - `violated`: whether ``actual > bound + rtol·(1 + |bound|)`` anywhere at `instance`.
@@ -92,19 +92,25 @@ class SearchResult(NamedTuple):
     restart_bound: jax.Array
 
 
-def ratio(actual, bound):
-    r"""Elementwise tightness ``actual / bound`` of a claimed inequality ``actual ≤ bound``.
+def ratio(actual, bound, rtol: float = 0.0):
+    r"""Elementwise tightness ``actual / (bound + rtol·(1 + |bound|))`` of ``actual ≤ bound``.
 
-    Conventions (no NaN): ``0/0 = 0``; ``a/0 = +inf`` for ``a > 0``; a finite ``actual``
-    over an infinite bound gives 0; ``∞/∞`` (e.g. KL = ∞ against a bound = ∞: true but
-    uninformative) and NaN inputs give ``-inf``, never selected as the worst case. For a *lower* bound ``L ≤ X`` pass
-    ``(L, X)``: the ratio is ``L / X``.
+    With ``rtol > 0`` the ratio exceeds 1 exactly where ``actual`` exceeds the bound by more
+    than the tolerance (the violation test of :func:`adversarial_search`), and instances
+    that play on rounding (e.g. an atom of mass 1e-31 against a bound that rounds to 0)
+    get a ratio near 0, not ``+inf``.
+
+    Conventions (no NaN): ``0/0 = 0``; ``a/0 = +inf`` for ``a > 0`` (``rtol = 0``); a finite
+    ``actual`` over an infinite bound gives 0; ``∞/∞`` (e.g. KL = ∞ against a bound = ∞:
+    true but uninformative) and NaN inputs give ``-inf``, never selected as the worst case.
+    For a *lower* bound ``L ≤ X`` pass ``(L, X)``: the ratio is ``L / X``.
     """
     a, b = jnp.broadcast_arrays(jnp.asarray(actual), jnp.asarray(bound))
     dtype = jnp.result_type(a.dtype, b.dtype, float)
     a, b = a.astype(dtype), b.astype(dtype)
-    safe = jnp.where((b > 0) & jnp.isfinite(b), b, 1.0)
-    r = jnp.where(b > 0, a / safe, jnp.where(a > 0, jnp.inf, 0.0))
+    b_eff = jnp.where(jnp.isfinite(b), b + rtol * (1.0 + jnp.abs(jnp.where(jnp.isfinite(b), b, 0.0))), b)
+    safe = jnp.where((b_eff > 0) & jnp.isfinite(b_eff), b_eff, 1.0)
+    r = jnp.where(b_eff > 0, a / safe, jnp.where(a > 0, jnp.inf, 0.0))
     r = jnp.where(jnp.isposinf(b), 0.0, r)
     return jnp.where(jnp.isnan(a) | jnp.isnan(b) | (jnp.isposinf(a) & jnp.isposinf(b)), -jnp.inf, r)
 
@@ -158,7 +164,8 @@ def adversarial_search(actual_fn: Callable, bound_fn: Callable | None, init: Cal
       `actual_fn` returns the pair ``(actual, bound)`` (one evaluation for both).
     - `init(key)`: a random instance (the search's sampler).
     - `key`: PRNG key (required); `steps`, `restarts`: search effort.
-    - `rtol`: relative tolerance of the violation flags.
+    - `rtol`: relative tolerance: the objective is :func:`ratio` with this `rtol`, so
+      ``ratio > 1`` exactly when ``violated`` (rounding-level instances are not rewarded).
 
     **Returns:** a :class:`SearchResult`; ``ratio > 1`` (with ``violated``) is a
     counterexample to the inequality.
@@ -177,7 +184,7 @@ def adversarial_search(actual_fn: Callable, bound_fn: Callable | None, init: Cal
     def log_objective(z):
         a, b = pair_fn(z)
         a, b = jnp.broadcast_arrays(jnp.asarray(a), jnp.asarray(b))
-        r = jnp.max(ratio(a, b))
+        r = jnp.max(ratio(a, b, rtol))
         ok = (r > 0) & jnp.isfinite(r)
         return jnp.where(ok, jnp.log(jnp.where(ok, r, 1.0)), 0.0), (r, a, b)
 

@@ -22,6 +22,9 @@ def test_ratio_conventions():
     a = jnp.array([1.0, 0.0, 2.0, 1.0, jnp.inf, jnp.nan, 3.0])
     b = jnp.array([2.0, 0.0, 0.0, jnp.inf, jnp.inf, 1.0, 3.0])
     np.testing.assert_array_equal(np.asarray(ct.ratio(a, b)), [0.5, 0.0, np.inf, 0.0, -np.inf, -np.inf, 1.0])
+    # with a tolerance, a rounding-level excess over a zero bound is not a huge ratio
+    assert float(ct.ratio(1e-31, 0.0, 1e-9)) < 1e-20
+    assert float(ct.ratio(1.0, 1.0, 1e-9)) < 1.0 < float(ct.ratio(1.0 + 1e-8, 1.0, 1e-9))
 
 
 # ---------------------------------------------------------------------------------------
@@ -56,7 +59,8 @@ def test_search_approaches_a_tight_bound_without_violating_it():
     assert float(res.ratio) == pytest.approx(float(jnp.max(res.restart_ratios)))
     # the instance returned attains the ratio
     a, b = _kl_pair(1.0)(res.instance)
-    assert float(a[0] / b[0]) == pytest.approx(float(res.ratio), rel=1e-12)
+    assert float(ct.ratio(a, b, 1e-9)[0]) == pytest.approx(float(res.ratio), rel=1e-12)
+    assert float(a[0] / b[0]) == pytest.approx(float(res.ratio), rel=1e-6)
 
 
 def test_search_finds_a_counterexample_to_a_too_tight_bound():
@@ -174,7 +178,7 @@ def _synthetic(ratio, violations=0):
         rows.append({"kind": "medium", "seed": s, "bracket_order_viol": 0.0, "bracket_width": 0.01})
         rows.append({"kind": "bernoulli", "seed": s, "tie_counted_error": 0.0})
         for n in m.NAMES:
-            rows.append({"kind": "adversarial", "inequality": n, "seed": s, "adv_ratio": ratio,
+            rows.append({"kind": "adversarial", "inequality": n, "seed": s, "restarts": 4, "adv_ratio": ratio,
                          "adv_viol": float(violations if s == 0 else 0), "adv_num": 0.2 * ratio, "adv_den": 0.2,
                          "adv_restart_ratio_median": ratio})
     return ResultTable(rows)
