@@ -2,7 +2,13 @@
 
 Checks are found through the ``covsim.checks`` entry-point group (covsim's own and any
 other installed package's). The CLI enables float64 in JAX at startup (the library
-itself never does).
+itself never does) and JAX's persistent compilation cache under the user's cache folder
+(`$XDG_CACHE_HOME/covsim/jax`, default `~/.cache/covsim/jax`; `--no-compile-cache` or
+`COVSIM_NO_COMPILE_CACHE=1` turns it off, `COVSIM_COMPILE_CACHE=DIR` moves it).
+
+Scale-out: the seeds of a cell are laid out over every local device (`--devices K` to
+use fewer; the numbers do not change), and `--shard I/K` runs one task of a job array
+(the cells whose index is I mod K) into a shared `--out`; a plain rerun then analyses.
 
 Exit codes:
   0    every verdict holds or is inconclusive
@@ -100,11 +106,54 @@ def _check_writable(path: pathlib.Path) -> None:
         raise UsageError(f"--out {path} is not writable: {err.strerror or err}") from None
 
 
+def compile_cache_dir() -> pathlib.Path:
+    """Where the CLI keeps JAX's persistent compilation cache."""
+    if os.environ.get("COVSIM_COMPILE_CACHE"):
+        return pathlib.Path(os.environ["COVSIM_COMPILE_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "covsim" / "jax"
+
+
+def _enable_compile_cache(args) -> None:
+    """Turn on JAX's persistent compilation cache unless told not to (or not writable)."""
+    import jax
+
+    if getattr(args, "no_compile_cache", False) or os.environ.get(
+            "COVSIM_NO_COMPILE_CACHE", "") not in ("", "0"):
+        return
+    path = compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"covsim: warning: no compilation cache ({path}: {err.strerror or err})",
+              file=sys.stderr)
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _cmd_check(args) -> int:
-    from covsim.experiments.runner import ConfigMismatchError, run_check
+    from covsim.experiments.runner import ConfigMismatchError, parse_shard, run_check
 
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    shard = None
+    if args.shard is not None:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as err:
+            raise UsageError(f"--shard: {err}") from None
+        if args.fresh:
+            raise UsageError("--fresh with --shard would discard the other shards' cells; "
+                             "clear the folder once before starting the array")
+    if args.devices is not None:
+        import jax
+
+        if not 1 <= args.devices <= jax.local_device_count():
+            raise UsageError(f"--devices must be in 1..{jax.local_device_count()} "
+                             f"(local {jax.default_backend()} devices), got {args.devices}")
+    _enable_compile_cache(args)
     names = _resolve_names(args.names)
     many = len(names) > 1 or args.names == ["all"]
     for name in names:
@@ -118,8 +167,14 @@ def _cmd_check(args) -> int:
         try:
             summary = run_check(check, size=args.size, seeds=args.seeds,
                                 out=_out_for(name, args, many), base_seed=args.seed,
-                                fresh=args.fresh, progress=not args.quiet, control=args.control)
-            verdict, reason = summary.verdict.value, summary.reason
+                                fresh=args.fresh, progress=not args.quiet, control=args.control,
+                                devices=args.devices, shard=shard)
+            if summary is None:  # a job-array task: cells saved, nothing judged
+                verdict = f"shard {shard[0]}/{shard[1]}"
+                reason = ("cells saved; rerun without --shard (same --out) once every shard "
+                          "is done to analyse")
+            else:
+                verdict, reason = summary.verdict.value, summary.reason
         except KeyboardInterrupt:
             raise
         except (ConfigMismatchError, PermissionError) as err:
@@ -170,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="small grid, minutes on a laptop CPU (default)")
     size.add_argument("--full", dest="size", action="store_const", const="full",
                       help="paper-scale grid, meant for an accelerator")
+    size.add_argument("--tiny", dest="size", action="store_const", const="tiny",
+                      help="the test suite's grid (seconds; too few seeds for a verdict)")
     c.set_defaults(size="quick")
     c.add_argument("--control", action="store_true",
                    help="run the negative control instead (its verdict must be 'fails')")
@@ -178,7 +235,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="output folder (default results/NAME; for several checks, the parent)")
     c.add_argument("--fresh", action="store_true", help="discard previous results in the folder")
     c.add_argument("--seed", type=int, default=0, help="base seed of the per-cell keys")
-    c.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    c.add_argument("--quiet", action="store_true", help="no progress bar or per-cell lines")
+    c.add_argument("--devices", type=int, default=None, metavar="K",
+                   help="lay each cell's seeds over the first K local devices (default all)")
+    c.add_argument("--shard", default=None, metavar="I/K",
+                   help="job-array task: run only the cells whose index is I mod K into --out, "
+                        "no analysis (e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    c.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use the persistent JAX compilation cache "
+                        "(also: COVSIM_NO_COMPILE_CACHE=1)")
 
     pl = sub.add_parser("plot", help="re-draw figures from saved results")
     pl.add_argument("names", nargs="+", metavar="NAME", help="check name(s), or 'all'")

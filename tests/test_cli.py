@@ -16,8 +16,10 @@ from covsim.experiments.rules import Evidence, Rule
 
 
 @pytest.fixture(autouse=True)
-def restore_x64():
-    """The CLI enables float64 globally; put the flag back for other tests."""
+def restore_x64(monkeypatch):
+    """The CLI enables float64 globally; put the flag back for other tests. The persistent
+    compilation cache stays off here (tests must not write under the user's cache)."""
+    monkeypatch.setenv("COVSIM_NO_COMPILE_CACHE", "1")
     before = jax.config.jax_enable_x64
     yield
     jax.config.update("jax_enable_x64", before)

@@ -12,6 +12,16 @@ Per-cell keys are `fold_in(PRNGKey(base_seed), stable_int_hash(cell))`, so the
 results do not depend on cell order, on resuming, or on which other cells exist. The
 parameters a check lists in `Check.paired_over` are left out of that hash: cells that
 differ only in them share their seed keys (common random numbers).
+
+Scale-out (the numbers never depend on it):
+
+- every cell runs inside :func:`covsim.experiments.sharding.seed_devices`: a check that
+  marks its split keys with :func:`~covsim.experiments.sharding.shard_seeds` has its
+  seeds laid out over the local devices (`devices=K` restricts them);
+- `shard=(i, k)` runs only the cells whose index is `i mod k` into the shared folder
+  (a job array); a later run without `shard` finds them cached and analyses;
+- `summary.json` timing reports the seconds JAX spent tracing, lowering and compiling
+  (from `jax.monitoring` duration events), with or without the persistent cache.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterable
 
@@ -49,6 +60,9 @@ __all__ = [
     "cell_id",
     "cell_key",
     "ConfigMismatchError",
+    "compile_seconds",
+    "shard_cells",
+    "parse_shard",
 ]
 
 _PACKAGES = ("jax", "jaxlib", "numpy", "optax", "equinox", "covsim")
@@ -111,18 +125,117 @@ def _git_commit() -> str | None:
     return res.stdout.strip() or None
 
 
-def _jax_info() -> dict:
+def _jax_info(used: list | None = None) -> dict:
     import jax
 
+    used = list(jax.devices()) if used is None else used
     return {
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "device_kind": used[0].device_kind if used else None,
+        "device_count": len(used),  # devices the seeds are laid out over
+        "process_count": jax.process_count(),
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
     }
 
 
+# -- compile time -------------------------------------------------------------------
+_COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "backend_compile_s",
+    "/jax/compilation_cache/cache_retrieval_time_sec": "cache_retrieval_s",
+}
+_COMPILE_TOTALS = dict.fromkeys(_COMPILE_EVENTS.values(), 0.0)
+_COMPILE_LOCK = threading.Lock()
+_LISTENING = False
+
+
+def _on_duration(event: str, duration: float, **_: Any) -> None:
+    name = _COMPILE_EVENTS.get(event)
+    if name is not None:
+        with _COMPILE_LOCK:
+            _COMPILE_TOTALS[name] += float(duration)
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds JAX spent so far in this process tracing, lowering, compiling (backend) and
+    reading the persistent compilation cache (summed `jax.monitoring` duration events)."""
+    global _LISTENING
+    if not _LISTENING:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        _LISTENING = True
+    with _COMPILE_LOCK:
+        return dict(_COMPILE_TOTALS)
+
+
+def _compile_share(before: dict[str, float], cell_seconds: float) -> dict[str, float]:
+    now = compile_seconds()
+    out = {k: now[k] - before[k] for k in now}
+    out["compile_s"] = sum(out.values())
+    out["compile_share"] = out["compile_s"] / cell_seconds if cell_seconds > 0 else 0.0
+    return out
+
+
+# -- job arrays ---------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/K" -> (I, K) with 0 <= I < K (ValueError otherwise)."""
+    try:
+        i, k = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must be I/K with integers, e.g. 0/4, got {text!r}") from None
+    if not (k >= 1 and 0 <= i < k):
+        raise ValueError(f"shard I/K needs K >= 1 and 0 <= I < K, got {text!r}")
+    return i, k
+
+
+def shard_cells(n_cells: int, shard: tuple[int, int] | None) -> list[int]:
+    """Indices (0-based, in grid order) of the cells a shard runs: those equal to I mod K."""
+    if shard is None:
+        return list(range(n_cells))
+    i, k = shard
+    return list(range(i, n_cells, k))
+
+
+class _Progress:
+    """One live tqdm bar when stderr is a terminal, else one line per cell; silent if off."""
+
+    def __init__(self, name: str, total: int, enabled: bool):
+        self.lines = enabled and not _isatty(sys.stderr)
+        self.bar = None
+        if enabled and not self.lines:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm missing: fall back on lines
+                self.lines = True
+            else:
+                self.bar = tqdm(total=total, desc=name, unit="cell", file=sys.stderr,
+                                dynamic_ncols=True, leave=True)
+
+    def update(self, label: str, status: str) -> None:
+        if self.lines:
+            print(f"{label} {status}", file=sys.stderr, flush=True)
+        elif self.bar is not None:
+            self.bar.set_postfix_str(status, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _config(check: Check, size: str, seeds: int, base_seed: int, cells: list[dict],
-            control: bool = False) -> dict:
+            control: bool = False, used_devices: list | None = None) -> dict:
     return {
         "check": check.name,
         "claim": check.claim,
@@ -136,7 +249,7 @@ def _config(check: Check, size: str, seeds: int, base_seed: int, cells: list[dic
         "cells": cells,
         "versions": _versions(),
         "git_commit": _git_commit(),
-        "jax": _jax_info(),
+        "jax": _jax_info(used_devices),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "argv": sys.argv,
     }
@@ -221,7 +334,9 @@ def run_check(
     fresh: bool = False,
     progress: bool = True,
     control: bool = False,
-) -> Summary:
+    devices: int | None = None,
+    shard: tuple[int, int] | str | None = None,
+) -> Summary | None:
     """Run every cell of `check.grid(size)` (resuming finished ones), judge, plot.
 
     **Arguments**
@@ -230,10 +345,16 @@ def run_check(
     - `out`: output folder (default `results/<check.name>`, or `results/<check.name>/control`
       for the control, relative to the cwd).
     - `base_seed`: root of the per-cell keys. `fresh`: discard previous cells.
-    - `progress`: one line per cell on stderr.
+    - `progress`: a live progress bar on stderr when it is a terminal, else one line per cell.
     - `control`: run the check's negative control instead (its verdict must be *fails*).
+    - `devices`: how many local devices the seeds of a cell may be laid out over (default
+      all; see :mod:`covsim.experiments.sharding`). The numbers do not depend on it.
+    - `shard`: `(I, K)` or `"I/K"`: run only the cells whose index is `I mod K` (a job-array
+      task) and return None without analysing; a later run without `shard` into the same
+      `out` finds those cells cached.
 
-    **Returns** the check's :class:`Summary` (also written to `out/summary.json`).
+    **Returns** the check's :class:`Summary` (also written to `out/summary.json`), or
+    None for a shard.
     Raises :class:`ConfigMismatchError` if `out` holds another configuration and
     `fresh` is False. A KeyboardInterrupt leaves finished cells on disk and is re-raised.
     """
@@ -247,40 +368,63 @@ def run_check(
     cells = json.loads(json.dumps(to_jsonable(check.cells(size, control=control))))
     if not cells:
         raise ValueError(f"{check.name}.grid({size!r}) returned no cells")
-    _prepare_folder(out, _config(check, size, seeds, base_seed, cells, control), fresh)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    elif shard is not None:
+        shard = parse_shard(f"{shard[0]}/{shard[1]}")
+    if shard is not None and fresh:
+        raise ValueError("fresh=True with a shard would discard the other shards' cells")
+    from covsim.experiments.sharding import seed_devices, select_devices
 
+    used = select_devices(devices)
+    _prepare_folder(out, _config(check, size, seeds, base_seed, cells, control, used), fresh)
+
+    todo = set(shard_cells(len(cells), shard))
     rows: list[dict] = []
     n_run = n_cached = 0
     cell_seconds = 0.0
-    for i, cell in enumerate(cells, start=1):
-        path = out / "cells" / f"{cell_id(cell, seeds, base_seed)}.json"
-        label = f"[{i}/{len(cells)}] {cell_label(check.name, cell)} ..."
-        metrics = _load_cell(path, cell, seeds)
-        if metrics is not None:
-            n_cached += 1
-            if progress:
-                print(f"{label} cached", file=sys.stderr, flush=True)
-        else:
-            try:
-                metrics, elapsed = _run_one(check, cell, seeds, base_seed)
-            except KeyboardInterrupt:
-                print(f"\ninterrupted: {i - 1} cell(s) saved in {out}; rerun to resume",
-                      file=sys.stderr, flush=True)
-                raise
-            atomic_write_json(path, {"cell": cell, "seeds": seeds, "base_seed": base_seed,
-                                     "metrics": metrics, "elapsed_s": elapsed})
-            n_run += 1
-            cell_seconds += elapsed
-            if progress:
-                print(f"{label} {elapsed:.1f}s", file=sys.stderr, flush=True)
-        rows.extend(_rows(cell, metrics, seeds))
+    compile_before = compile_seconds()
+    name = check.name + (" (control)" if control else "")
+    if shard is not None:
+        name += f" shard {shard[0]}/{shard[1]}"
+    bar = _Progress(name, len(todo), progress)
+    try:
+        with seed_devices(used):
+            for i, cell in enumerate(cells):
+                if i not in todo:
+                    continue
+                path = out / "cells" / f"{cell_id(cell, seeds, base_seed)}.json"
+                label = f"[{i + 1}/{len(cells)}] {cell_label(check.name, cell)} ..."
+                metrics = _load_cell(path, cell, seeds)
+                if metrics is not None:
+                    n_cached += 1
+                    bar.update(label, "cached")
+                else:
+                    try:
+                        metrics, elapsed = _run_one(check, cell, seeds, base_seed)
+                    except KeyboardInterrupt:
+                        bar.close()
+                        print(f"\ninterrupted: {n_cached + n_run} cell(s) saved in {out}; rerun to resume",
+                              file=sys.stderr, flush=True)
+                        raise
+                    atomic_write_json(path, {"cell": cell, "seeds": seeds, "base_seed": base_seed,
+                                             "metrics": metrics, "elapsed_s": elapsed})
+                    n_run += 1
+                    cell_seconds += elapsed
+                    bar.update(label, f"{elapsed:.1f}s")
+                rows.extend(_rows(cell, metrics, seeds))
+    finally:
+        bar.close()
+    if shard is not None:
+        return None
 
     ResultTable(rows).to_csv(out / "metrics.csv")
     table = ResultTable.read_csv(out / "metrics.csv")  # analyse exactly what is saved
     t_analyze = time.perf_counter()
     summary = check.judge(check.analyze(table, size))
     timing = {"total_s": time.perf_counter() - t0, "analyze_s": time.perf_counter() - t_analyze,
-              "cells_run": n_run, "cells_cached": n_cached, "cell_seconds": cell_seconds}
+              "cells_run": n_run, "cells_cached": n_cached, "cell_seconds": cell_seconds,
+              "devices": len(used), **_compile_share(compile_before, cell_seconds)}
     meta = {"control": bool(control), "expected_verdict": "fails" if control else "holds"}
     _write_summary(out, check, summary, timing, meta)
     _plot(check, out, summary, timing, meta)
