@@ -147,6 +147,10 @@ def test_control_run_fails_in_its_own_folder(registry, tmp_path):
     (["check", "good", "--out", "/etc/hostname/covsim"], "not writable"),
     (["check", "good", "--out", "/proc/covsim-not-writable"], "not writable"),
     (["plot", "good", "--out", "/nonexistent/covsim"], "no saved results"),
+    (["check", "good", "--shard", "2/2"], "--shard: shard I/K needs"),
+    (["check", "good", "--shard", "x"], "--shard: shard must be I/K"),
+    (["check", "good", "--shard", "0/2", "--fresh"], "would discard the other shards"),
+    (["check", "good", "--devices", "999"], "--devices must be in 1.."),
 ])
 def test_user_mistakes_exit_2_with_one_line_and_no_traceback(registry, argv, needle, capsys):
     assert main(argv) == EXIT_USAGE
@@ -184,3 +188,40 @@ def test_check_all_uses_out_as_parent_and_options(registry, monkeypatch, tmp_pat
 
 def test_check_main_for_python_m(registry, tmp_path):
     assert check_main("good", ["--out", str(tmp_path), "--quiet"]) == 0
+
+
+def test_shards_then_plain_run(registry, tmp_path, capsys):
+    """A job array: each task runs its cells (exit 0, no analysis); a plain run analyses."""
+    for task in ("0/2", "1/2"):
+        assert main(["check", "good", "--out", str(tmp_path), "--quiet", "--shard", task]) == 0
+        out = capsys.readouterr().out
+        assert f"shard {task}" in out and "rerun without --shard" in out
+        assert not (tmp_path / "summary.json").exists()
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 2
+    assert main(["check", "good", "--out", str(tmp_path), "--devices", "1"]) == 0
+    assert capsys.readouterr().err.count("cached") == 2
+    timing = json.loads((tmp_path / "summary.json").read_text())["timing"]
+    assert timing["cells_run"] == 0 and timing["devices"] == 1
+
+
+def test_compile_cache_default_location_and_switches(monkeypatch, tmp_path):
+    from covsim import cli
+
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv("COVSIM_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.compile_cache_dir() == tmp_path / "covsim" / "jax"
+    monkeypatch.setenv("COVSIM_COMPILE_CACHE", str(tmp_path / "elsewhere"))
+    assert cli.compile_cache_dir() == tmp_path / "elsewhere"
+    args = cli._parser().parse_args(["check", "good"])
+    try:
+        cli._enable_compile_cache(args)  # COVSIM_NO_COMPILE_CACHE=1 (fixture): stays off
+        assert jax.config.jax_compilation_cache_dir == before
+        monkeypatch.delenv("COVSIM_NO_COMPILE_CACHE")
+        cli._enable_compile_cache(cli._parser().parse_args(["check", "good", "--no-compile-cache"]))
+        assert jax.config.jax_compilation_cache_dir == before
+        cli._enable_compile_cache(args)
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "elsewhere")
+        assert (tmp_path / "elsewhere").is_dir()
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
