@@ -575,10 +575,9 @@ def plot(table, summary, out):
     ax.set_ylabel("actual / bound (bound / actual for lower bounds)")
     ax.set_ylim(0, 1.15)
     ax.set_title("Exact inequalities of THEORY §2–4: tightness reached (random vs adversarial)")
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=3)
     path = out / "tightness.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return [path]
 
