@@ -115,7 +115,7 @@ def _check_data(model: SequenceModel, x, y, weights, where: str, num_prompts: in
     if is_concrete(y) and y.size:
         lo, hi = int(np.min(np.asarray(y))), int(np.max(np.asarray(y)))
         if lo < 0 or hi >= vocab:
-            raise ValueError(f"{where}: y tokens must lie in [0, V) = [0, {vocab}), got range [{lo}, {hi}]")
+            raise ValueError(f"{where}: y must hold tokens in [0, {vocab}) (V = {vocab}), got range [{lo}, {hi}]")
     if is_concrete(x) and x.size:
         lo, hi = int(np.min(np.asarray(x))), int(np.max(np.asarray(x)))
         if lo < 0 or (prompts > 1 and hi >= prompts):
