@@ -168,7 +168,8 @@ def _mc_coverage(truth, learner, mu, thetas, key, N, *, num_samples):
     S = thetas.shape[0]
     log_level = jnp.log(N) - TIE_TOLERANCE
 
-    def per_seed(theta_s, k):
+    def per_seed(args):
+        theta_s, k = args
         x, y = covsim.sample(truth, mu, num_samples, key=k)
         log_p = jax.vmap(lambda xx, yy: covsim.log_prob(truth, xx, yy))(x, y)
 
@@ -177,9 +178,10 @@ def _mc_coverage(truth, learner, mu, thetas, key, N, *, num_samples):
             log_q = jax.vmap(lambda xx, yy: covsim.log_prob(model, xx, yy))(x, y)
             return jnp.mean(log_p - log_q >= log_level)
 
-        return jax.vmap(at)(theta_s)
+        return jax.lax.map(at, theta_s)
 
-    return jax.vmap(per_seed)(thetas, jax.random.split(key, S))
+    # sequential over seeds and checkpoints: memory O(num_samples·H·V·d) at --full
+    return jax.lax.map(per_seed, (thetas, jax.random.split(key, S)))
 
 
 def optimization_term(H: int, T: int, method: str = "truncated") -> float:

@@ -200,10 +200,10 @@ def _simulate(key, eta, *, n, H, T, B, N, num_seeds, mc):
 
     S = num_seeds
     k_star, k_x, k_y, k_eval = jax.random.split(key, 4)
-    # all draws flat and outside the seed vmap (XLA:CPU compiles batched threefry slowly);
-    # the prompt draws u_x do not depend on H, so seeds are paired across H.
-    u_star, u_x = _uniform(k_star, (S,)), _uniform(k_x, (S, T))
-    u_y, u_eval = _uniform(k_y, (S, T, H)), _uniform(k_eval, (S, T, mc, H))
+    # draws flat and never under vmap (XLA:CPU compiles batched threefry slowly); the prompt
+    # draws u_x do not depend on H, so seeds are paired across H. The evaluation draws are made
+    # per seed inside a sequential map, so memory stays O(T·mc·H) at --full.
+    u_star, u_x, u_y = _uniform(k_star, (S,)), _uniform(k_x, (S, T)), _uniform(k_y, (S, T, H))
 
     def one_seed(u_star, u_x, u_y, u_eval):
         theta_star = jnp.where(u_star < 0.5, 1.0, -1.0)
@@ -219,7 +219,11 @@ def _simulate(key, eta, *, n, H, T, B, N, num_seeds, mc):
                 "plain_kl_avg": plain_kl.mean(), "plain_cov_avg": plain_cov.mean(),
                 "visits": x.sum() + 0.0}
 
-    return jax.vmap(one_seed)(u_star, u_x, u_y, u_eval)
+    def body(args):
+        index, u_star_s, u_x_s, u_y_s = args
+        return one_seed(u_star_s, u_x_s, u_y_s, _uniform(jax.random.fold_in(k_eval, index), (T, mc, H)))
+
+    return jax.lax.map(body, (jnp.arange(S), u_star, u_x, u_y))
 
 
 def run_cell(cell: dict, key, num_seeds: int) -> dict:
