@@ -16,9 +16,6 @@ and drops the padding), outside ``jit`` by ``jax.device_put`` when ``K`` divides
 seed count. The keys, and therefore the numbers, are the same as on one device: only
 where each seed is computed changes. :func:`seed_map` does the whole pattern (split,
 pad to a multiple of ``K``, shard, vmap, trim) for checks written from scratch.
-
-Traces are cached by ``jax.jit`` without regard to the active mesh: a process should
-use one device setting (the CLI does).
 """
 
 from __future__ import annotations
@@ -57,14 +54,21 @@ def seed_devices(devices: int | Sequence | None = None) -> Iterator[Any]:
     """Make a ``"seeds"`` mesh over `devices` (see :func:`select_devices`) the active one.
 
     Yields the mesh, or None when a single device is used (then :func:`shard_seeds` is
-    the identity)."""
+    the identity). With a mesh, it is also made JAX's context mesh (``jax.set_mesh``),
+    which is part of ``jax.jit``'s cache key: a function traced under one device setting
+    is traced again under another."""
+    import jax
     from jax.sharding import Mesh
 
     devs = select_devices(devices)
     mesh = Mesh(np.asarray(devs, dtype=object), (AXIS,)) if len(devs) > 1 else None
     token = _MESH.set(mesh)
     try:
-        yield mesh
+        with contextlib.ExitStack() as stack:
+            if mesh is not None:
+                setter = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
+                stack.enter_context(setter(mesh) if setter is not None else mesh)
+            yield mesh
     finally:
         _MESH.reset(token)
 
