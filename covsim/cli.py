@@ -133,6 +133,28 @@ def _enable_compile_cache(args) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _print_plan(names: list[str], args, many: bool) -> int:
+    """--plan: cells, seeds and an estimate per check; nothing runs, nothing is written."""
+    from covsim.experiments.runner import plan_check
+
+    print(f"{'check':<24} {'size':<6} {'cells':>6} {'seeds':>6} {'seed-runs':>10}  estimate")
+    for name in names:
+        check = _registry().load(name)
+        out = _out_for(name, args, many)
+        plan = plan_check(check, size=args.size, seeds=args.seeds, control=args.control,
+                          measured=out)
+        if plan["estimate_s"] is None:
+            est = f"unknown (no earlier run in {out} to time from)"
+        else:
+            est = f"~{plan['estimate_s']:.0f} s serial, from {plan['estimate_from']}"
+        label = f"{name} (control)" if args.control else name
+        print(f"{label:<24} {plan['size']:<6} {plan['cells']:>6} {plan['seeds']:>6} "
+              f"{plan['seed_runs']:>10}  {est}")
+    print("(estimates scale the seconds per seed-run of the earlier run, compile included; "
+          "vectorised seeds and accelerators usually do better)")
+    return EXIT_HOLDS
+
+
 def _cmd_check(args) -> int:
     from covsim.experiments.runner import ConfigMismatchError, parse_shard, run_check
 
@@ -153,9 +175,11 @@ def _cmd_check(args) -> int:
         if not 1 <= args.devices <= jax.local_device_count():
             raise UsageError(f"--devices must be in 1..{jax.local_device_count()} "
                              f"(local {jax.default_backend()} devices), got {args.devices}")
-    _enable_compile_cache(args)
     names = _resolve_names(args.names)
     many = len(names) > 1 or args.names == ["all"]
+    if args.plan:
+        return _print_plan(names, args, many)
+    _enable_compile_cache(args)
     for name in names:
         _check_writable(_out_for(name, args, many))
     rows, worst = [], EXIT_HOLDS
@@ -241,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--shard", default=None, metavar="I/K",
                    help="job-array task: run only the cells whose index is I mod K into --out, "
                         "no analysis (e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    c.add_argument("--plan", action="store_true",
+                   help="print cells, seeds and an estimate (timed from the cells already in "
+                        "--out) without running anything")
     c.add_argument("--no-compile-cache", action="store_true",
                    help="do not use the persistent JAX compilation cache "
                         "(also: COVSIM_NO_COMPILE_CACHE=1)")

@@ -63,6 +63,7 @@ __all__ = [
     "compile_seconds",
     "shard_cells",
     "parse_shard",
+    "plan_check",
 ]
 
 _PACKAGES = ("jax", "jaxlib", "numpy", "optax", "equinox", "covsim")
@@ -465,6 +466,34 @@ def plot_check(check: Check, *, out: str | os.PathLike | None = None,
     if summary is None:
         summary = Summary.from_json(read_json(out / "summary.json"))
     return [pathlib.Path(p) for p in check.plot(table, summary, out)]
+
+
+def plan_check(check: Check, *, size: str = "quick", seeds: int | None = None,
+               control: bool = False, measured: str | os.PathLike | None = None) -> dict:
+    """What `run_check` would run, without running it: cells, seeds, seed-runs, and an
+    estimate of the seconds from the cell files of an earlier run in `measured` (any size;
+    seconds per seed-run, compile included, times the seed-runs; None when there is none).
+    """
+    seeds = check.num_seeds(size) if seeds is None else int(seeds)
+    cells = check.cells(size, control=control)
+    plan = {"check": check.name, "size": size, "control": bool(control), "cells": len(cells),
+            "seeds": seeds, "seed_runs": len(cells) * seeds, "estimate_s": None,
+            "estimate_from": None}
+    folder = pathlib.Path(measured) if measured is not None else None
+    if folder is None or not (folder / "cells").is_dir():
+        return plan
+    seconds = runs = 0.0
+    for path in (folder / "cells").glob("*.json"):
+        try:
+            obj = read_json(path)
+            seconds += float(obj["elapsed_s"])
+            runs += int(obj["seeds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if runs > 0:
+        plan["estimate_s"] = seconds / runs * plan["seed_runs"]
+        plan["estimate_from"] = f"{int(runs)} seed-runs in {folder} ({seconds:.1f} s)"
+    return plan
 
 
 def load_check(name: str) -> Check:
