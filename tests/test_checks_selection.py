@@ -211,6 +211,11 @@ def test_tournament_cells_and_analysis_can_fail():
     adv = tournament.run_cell(dict(kind="adversarial", n=64, n_max=256, num_steps=0, variant="main"), KEY, 2)
     _finite(adv, 2)
     assert np.all(adv["held"] <= adv["reps"])
+    cp = tournament.run_cell(dict(kind="checkpoints", n=256, n_max=0, num_steps=30, variant="main"), KEY, 2)
+    _finite(cp, 2)
+    assert np.all(cp["step_minkl"] == 30)  # KL falls along a short trajectory: min-KL = last
+    for n_pass in tournament.PASS_N:
+        assert np.all(cp[f"pass{n_pass:g}_best"] >= cp[f"pass{n_pass:g}_tour{n_pass / 2:g}"] - 1e-12)
     rows = []
     for n in (32, 128, 512, 1024):
         for seed in range(8):
@@ -277,3 +282,22 @@ def test_best_of_n_violation_counter_detects_a_violation():
                                 np.ones((1, len(best_of_n.N_GRID))), regret)
     assert out["viol_sufficiency"][0] > 0 and out["viol_necessity"][0] == len(best_of_n.N_GRID)
     assert out["viol_general"][0] == out["checks_general"][0] > 0
+
+
+def test_best_of_n_vectorized_necessity_matches_library():
+    from covsim.bon import necessity_regret
+
+    P, H, V = best_of_n.TINY["P"], best_of_n.TINY["H"], best_of_n.TINY["V"]
+    shape = (P, H, V + 1, V)
+    for s in range(2):
+        key = jax.random.PRNGKey(s)
+        out = best_of_n._tiny_seed(key, 3.0, 0.25, 1.0)
+        k1, k2, k3, k4, k5, _, _ = jax.random.split(key, 7)  # the draws of _tiny_seed
+        logits = jax.random.normal(k1, shape) * 3.0
+        drop = (jax.random.uniform(k2, shape) < 0.25) & (
+            jnp.arange(V) != jax.random.randint(k3, shape[:-1], 0, V)[..., None])
+        model = covsim.TabularModel(jnp.where(drop, -jnp.inf, logits), H)
+        comparator = covsim.TabularModel(logits + jax.random.normal(k4, shape) * 1.0, H)
+        mu = jax.random.dirichlet(k5, jnp.ones(P))
+        ref = np.array([float(necessity_regret(model, comparator, mu, n)) for n in best_of_n.N_GRID])
+        np.testing.assert_allclose(np.asarray(out[2]), ref, atol=1e-12)

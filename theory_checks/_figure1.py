@@ -67,9 +67,9 @@ HELDOUT = 2048
 
 
 def checkpoints_for(num_steps: int) -> tuple[int, ...]:
-    """The checkpoint grid ending at `num_steps` (every grid entry ≤ num_steps)."""
+    """The checkpoint grid ending at `num_steps` (grid entries below it, then num_steps)."""
     grid = CHECKPOINTS["full"] if num_steps > 300 else CHECKPOINTS["tiny"]
-    return tuple(t for t in grid if t <= num_steps)
+    return tuple(t for t in grid if t < num_steps) + (int(num_steps),)
 
 
 @lru_cache(maxsize=1)
