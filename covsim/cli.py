@@ -9,6 +9,8 @@ itself never does) and JAX's persistent compilation cache under the user's cache
 Scale-out: the seeds of a cell are laid out over every local device (`--devices K` to
 use fewer; the numbers do not change), and `--shard I/K` runs one task of a job array
 (the cells whose index is I mod K) into a shared `--out`; a plain rerun then analyses.
+`--coordinator HOST:PORT --num-processes K --process-id I` spreads the seeds over several
+hosts (`jax.distributed`; process 0 alone writes).
 
 Exit codes:
   0    every verdict holds or is inconclusive
@@ -155,6 +157,29 @@ def _print_plan(names: list[str], args, many: bool) -> int:
     return EXIT_HOLDS
 
 
+def _start_processes(args) -> bool:
+    """`jax.distributed.initialize` when --coordinator is given; True on process 0."""
+    import jax
+
+    if args.coordinator is None:
+        if args.num_processes is not None or args.process_id is not None:
+            raise UsageError("--num-processes and --process-id need --coordinator HOST:PORT")
+        return True
+    if args.num_processes is None or args.process_id is None:
+        raise UsageError("--coordinator needs --num-processes and --process-id")
+    if not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"--process-id must be in 0..{args.num_processes - 1}, "
+                         f"got {args.process_id}")
+    if args.shard is not None:
+        raise UsageError("--shard and --coordinator do not mix (one splits cells, the other seeds)")
+    if args.devices is not None:
+        raise UsageError("--devices is for one process; with --coordinator every device is used")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only; else unused
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+    return jax.process_index() == 0
+
+
 def _cmd_check(args) -> int:
     from covsim.experiments.runner import ConfigMismatchError, parse_shard, run_check
 
@@ -180,8 +205,10 @@ def _cmd_check(args) -> int:
     if args.plan:
         return _print_plan(names, args, many)
     _enable_compile_cache(args)
+    lead = _start_processes(args)
     for name in names:
-        _check_writable(_out_for(name, args, many))
+        if lead:
+            _check_writable(_out_for(name, args, many))
     rows, worst = [], EXIT_HOLDS
     for name in names:
         start = time.perf_counter()
@@ -193,7 +220,9 @@ def _cmd_check(args) -> int:
                                 out=_out_for(name, args, many), base_seed=args.seed,
                                 fresh=args.fresh, progress=not args.quiet, control=args.control,
                                 devices=args.devices, shard=shard)
-            if summary is None:  # a job-array task: cells saved, nothing judged
+            if summary is None and not lead:
+                verdict, reason = "worker", f"process {args.process_id} ran its part of the seeds"
+            elif summary is None:  # a job-array task: cells saved, nothing judged
                 verdict = f"shard {shard[0]}/{shard[1]}"
                 reason = ("cells saved; rerun without --shard (same --out) once every shard "
                           "is done to analyse")
@@ -212,6 +241,8 @@ def _cmd_check(args) -> int:
             worst = EXIT_CRASH
         elif verdict == "fails" and worst == EXIT_HOLDS:
             worst = EXIT_FAILS
+    if not lead:
+        return EXIT_HOLDS
     _print_table(rows)
     return worst
 
@@ -268,6 +299,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--plan", action="store_true",
                    help="print cells, seeds and an estimate (timed from the cells already in "
                         "--out) without running anything")
+    c.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="several hosts (jax.distributed): process 0's address; the seeds are "
+                        "laid out over every process's devices and process 0 alone writes")
+    c.add_argument("--num-processes", type=int, default=None, metavar="K",
+                   help="with --coordinator: how many processes")
+    c.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="with --coordinator: this process's index, 0..K-1")
     c.add_argument("--no-compile-cache", action="store_true",
                    help="do not use the persistent JAX compilation cache "
                         "(also: COVSIM_NO_COMPILE_CACHE=1)")

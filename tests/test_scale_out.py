@@ -26,7 +26,7 @@ from covsim.experiments.runner import parse_shard, run_check, shard_cells
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-TOY = '''
+TOY_DEF = '''
 import json, sys
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
@@ -52,6 +52,8 @@ check = Check(name="toy", claim="c", reference="r", grid=lambda s: [{"x": x} for
               run_cell=run_cell, seeds={"quick": 6, "full": 6},
               analyze=lambda t, s: Analysis({"r": Evidence.count(0, len(t), seeds=8)}),
               rules=[Rule("r", "zero_violations", "none", None, regime="all", theory="toy")])
+'''
+TOY = TOY_DEF + '''
 out = sys.argv[1]
 run_check(check, out=out + "/toy", progress=False)
 run_check(check, out=out + "/toy2", progress=False, devices=min(2, jax.device_count()))
@@ -103,6 +105,49 @@ def test_metrics_do_not_depend_on_device_count(tmp_path):
     assert counts == {("one", "toy"): 1, ("one", "toy2"): 1, ("one", "tightness"): 1,
                       ("four", "toy"): 4, ("four", "toy2"): 2, ("four", "tightness"): 4}
     assert json.loads((four / "toy" / "summary.json").read_text())["timing"]["devices"] == 4
+
+
+# the CLI with --coordinator: the toy registered in place of the real registry
+TOY_CLI = TOY_DEF + '''
+from covsim.experiments import registry
+from covsim.cli import main
+registry.check_names = lambda: ["toy"]
+registry.load = lambda name: check
+out, port, pid = sys.argv[1:4]
+hosts = [] if port == "none" else ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                   "--process-id", pid]
+raise SystemExit(main(["check", "toy", "--out", out, "--quiet", "--no-compile-cache", *hosts]))
+'''
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_match_one(tmp_path):
+    """jax.distributed over 2 CPU processes (gloo): seeds over both, process 0 writes."""
+    port = str(_free_port())
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-c", textwrap.dedent(TOY_CLI), str(tmp_path / "two")]
+    workers = [subprocess.Popen(cmd + [port, str(i)], env=env, cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (1, 0)]
+    try:
+        outs = [w.communicate(timeout=240) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0], outs[1][1][-3000:] + outs[0][1][-3000:]
+    assert "holds" in outs[1][0] and "holds" not in outs[0][0]  # process 0 prints the table
+    _run(TOY_CLI, str(tmp_path / "one"), "none", "0", devices=1)
+    assert ((tmp_path / "one" / "metrics.csv").read_text()
+            == (tmp_path / "two" / "metrics.csv").read_text())
+    jax_info = json.loads((tmp_path / "two" / "config.json").read_text())["jax"]
+    assert (jax_info["process_count"], jax_info["device_count"]) == (2, 2)
 
 
 def test_shard_seeds_is_identity_on_one_device():

@@ -295,12 +295,45 @@ def _load_cell(path: pathlib.Path, cell: dict, seeds: int) -> dict[str, np.ndarr
     return metrics
 
 
+def _is_lead() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _to_host(value: Any) -> np.ndarray:
+    """A metric as a NumPy array; an array spread over several processes is gathered."""
+    import jax
+
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(value)
+
+
+def _agreed_cached(out: pathlib.Path, cells: list[dict], todo: set[int], seeds: int,
+                   base_seed: int) -> set[int]:
+    """Indices of the cells already saved, as process 0 sees them (every process runs the
+    same cells, in step)."""
+    import jax
+
+    found = np.array([i in todo and _load_cell(out / "cells" / f"{cell_id(c, seeds, base_seed)}.json",
+                                               c, seeds) is not None
+                      for i, c in enumerate(cells)], dtype=np.int32)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        found = np.asarray(multihost_utils.broadcast_one_to_all(found))
+    return {i for i, f in enumerate(found) if f}
+
+
 def _validate_metrics(check: Check, cell: dict, raw: Any, seeds: int) -> dict[str, np.ndarray]:
     if not isinstance(raw, dict) or not raw:
         raise ValueError(f"{check.name}.run_cell must return a non-empty dict, got {type(raw)}")
     out = {}
     for name, value in raw.items():
-        arr = np.asarray(value)
+        arr = _to_host(value)
         if arr.shape != (seeds,):
             raise ValueError(
                 f"{check.name}.run_cell metric {name!r} has shape {arr.shape}, expected ({seeds},)"
@@ -378,9 +411,12 @@ def run_check(
     from covsim.experiments.sharding import seed_devices, select_devices
 
     used = select_devices(devices)
-    _prepare_folder(out, _config(check, size, seeds, base_seed, cells, control, used), fresh)
+    lead = _is_lead()  # with several processes (jax.distributed), process 0 alone writes
+    if lead:
+        _prepare_folder(out, _config(check, size, seeds, base_seed, cells, control, used), fresh)
 
     todo = set(shard_cells(len(cells), shard))
+    cached = _agreed_cached(out, cells, todo, seeds, base_seed)
     rows: list[dict] = []
     n_run = n_cached = 0
     cell_seconds = 0.0
@@ -388,7 +424,7 @@ def run_check(
     name = check.name + (" (control)" if control else "")
     if shard is not None:
         name += f" shard {shard[0]}/{shard[1]}"
-    bar = _Progress(name, len(todo), progress)
+    bar = _Progress(name, len(todo), progress and lead)
     try:
         with seed_devices(used):
             for i, cell in enumerate(cells):
@@ -396,8 +432,8 @@ def run_check(
                     continue
                 path = out / "cells" / f"{cell_id(cell, seeds, base_seed)}.json"
                 label = f"[{i + 1}/{len(cells)}] {cell_label(check.name, cell)} ..."
-                metrics = _load_cell(path, cell, seeds)
-                if metrics is not None:
+                metrics = _load_cell(path, cell, seeds) if (lead and i in cached) else None
+                if i in cached:
                     n_cached += 1
                     bar.update(label, "cached")
                 else:
@@ -408,15 +444,18 @@ def run_check(
                         print(f"\ninterrupted: {n_cached + n_run} cell(s) saved in {out}; rerun to resume",
                               file=sys.stderr, flush=True)
                         raise
-                    atomic_write_json(path, {"cell": cell, "seeds": seeds, "base_seed": base_seed,
-                                             "metrics": metrics, "elapsed_s": elapsed})
+                    if lead:
+                        atomic_write_json(path, {"cell": cell, "seeds": seeds,
+                                                 "base_seed": base_seed, "metrics": metrics,
+                                                 "elapsed_s": elapsed})
                     n_run += 1
                     cell_seconds += elapsed
                     bar.update(label, f"{elapsed:.1f}s")
-                rows.extend(_rows(cell, metrics, seeds))
+                if lead:
+                    rows.extend(_rows(cell, metrics, seeds))
     finally:
         bar.close()
-    if shard is not None:
+    if shard is not None or not lead:
         return None
 
     ResultTable(rows).to_csv(out / "metrics.csv")

@@ -35,10 +35,15 @@ _MESH: contextvars.ContextVar = contextvars.ContextVar("covsim_seed_mesh", defau
 
 def select_devices(devices: int | Sequence | None = None) -> list:
     """The local devices to use: all of the default backend's (None), the first `K` (int),
-    or the given list. ValueError if `K` is not in 1..available."""
+    or the given list. ValueError if `K` is not in 1..available. With several processes
+    (`jax.distributed`), every process's devices (None only)."""
     import jax
 
     local = jax.local_devices()
+    if jax.process_count() > 1 and not isinstance(devices, (list, tuple)):
+        if devices is not None:
+            raise ValueError("--devices is for one process; with several, every device is used")
+        return list(jax.devices())
     if devices is None:
         return list(local)
     if isinstance(devices, int):
