@@ -1,4 +1,5 @@
-"""Shared fixtures: float64 for exact work, brute-force references on tiny laws."""
+"""Shared fixtures: float64 for exact work (set here once for the whole suite), brute-force
+references on tiny laws."""
 
 import itertools
 

@@ -3,7 +3,6 @@ control coverage against brute force, and analyze returning holds and fails on s
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
 import itertools  # noqa: E402
 import math  # noqa: E402

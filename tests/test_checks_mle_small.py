@@ -2,7 +2,6 @@
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
 import math  # noqa: E402
 

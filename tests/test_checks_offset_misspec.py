@@ -3,7 +3,6 @@ the offset check's count-space tournaments equal the library's."""
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
 import math  # noqa: E402
 

@@ -4,7 +4,6 @@ import math
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -484,7 +483,6 @@ def test_bad_inputs_raise_value_error_naming_the_argument():
 
 _VMAP_BALL_SCRIPT = """
 import jax, numpy as np
-jax.config.update("jax_enable_x64", True)
 from theory_checks import variance_lower_bound as v
 from covsim.experiments.runner import cell_key
 cell = v.grid("quick")[0]

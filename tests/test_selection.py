@@ -6,7 +6,6 @@ import time
 
 import jax
 
-jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
