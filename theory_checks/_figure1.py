@@ -151,11 +151,10 @@ def coverage_fast(truth_lp, model_lp, mu, N):
 
 
 @partial(jax.jit, static_argnames=("num_steps", "checkpoints", "num_seeds"))
-def _trajectories(key, lower, upper, *, num_steps, checkpoints, num_seeds):
+def _trajectories(key, lower, upper, features_model, *, num_steps, checkpoints, num_seeds):
     inst = instance()
     config = SGDConfig(method="vanilla", learning_rate=inst.info["eta"],
                        batch_size=inst.info["batch_size"])
-    features_model = inst.model(inst.info["theta_init"])
 
     def one(k):
         return train(features_model, inst.truth, inst.mu, config, num_steps=num_steps, key=k,
@@ -169,18 +168,21 @@ def trajectories(key, num_seeds, *, num_steps, checkpoints, variant="main"):
     """Checkpoint parameters θ_t ``(S, C, d)`` of `num_seeds` independent online-SGD runs
     (vanilla SGD, batch 128, η = 2/(H B_v²), clipping to the variant's box; CONSTRUCTIONS.md §11)."""
     lower, upper = constraint(variant)  # builds the (cached) instance outside any trace
-    return _trajectories(key, lower, upper, num_steps=int(num_steps),
+    inst = instance()
+    features_model = inst.model(inst.info["theta_init"])  # built (and validated) outside the trace
+    return _trajectories(key, lower, upper, features_model, num_steps=int(num_steps),
                          checkpoints=tuple(int(t) for t in checkpoints), num_seeds=int(num_seeds))
 
 
 def checkpoint_metrics(thetas):
     """Exact KL, Cov_N (N in COV_N) and Pass@N (N in PASS_N) for thetas ``(..., d)``."""
-    instance()
-    return _checkpoint_metrics(jnp.asarray(thetas))
+    inst = instance()
+    return _checkpoint_metrics(jnp.asarray(thetas), inst.truth)
 
 
 @jax.jit
-def _checkpoint_metrics(thetas):
+def _checkpoint_metrics(thetas, truth):
+    """`truth` is passed in (traced), not captured: no concrete model is validated inside the trace."""
     inst = instance()
     truth_lp = position_tables(inst.features, inst.info["theta_star"])
 
@@ -188,7 +190,7 @@ def _checkpoint_metrics(thetas):
         model = inst.model(theta)
         model_lp = position_tables(inst.features, theta)
         return {
-            "kl": covsim.kl(inst.truth, model, inst.mu),
+            "kl": covsim.kl(truth, model, inst.mu),
             "cov": coverage_fast(truth_lp, model_lp, inst.mu, jnp.asarray(COV_N)),
             "pass": pass_at_n_exact(model, inst.mu, inst.info["target_y"], jnp.asarray(PASS_N)),
         }
@@ -233,10 +235,10 @@ def stacked_checkpoints(thetas):
 
 
 @partial(jax.jit, static_argnames=("num_heldout", "levels", "scramble"))
-def _picks(thetas, key, *, num_heldout, levels, scramble):
+def _picks(thetas, key, truth, *, num_heldout, levels, scramble):
     inst = instance()
     key_sample, key_perm = jax.random.split(key)
-    x, y = covsim.sample(inst.truth, inst.mu, num_heldout, key=key_sample)
+    x, y = covsim.sample(truth, inst.mu, num_heldout, key=key_sample)
     stacked = stacked_checkpoints(thetas)
     logliks = heldout_logliks(stacked, x, y)
     out = {}
@@ -247,7 +249,7 @@ def _picks(thetas, key, *, num_heldout, levels, scramble):
             index = perm[jnp.argmin(scores)]
         out[f"tour{level:g}"] = index
     out["mince"] = select_min_cross_entropy(logliks)[0]
-    out["minkl"] = select_min_kl(stacked, inst.truth, inst.mu)[0]
+    out["minkl"] = select_min_kl(stacked, truth, inst.mu)[0]
     return out
 
 
@@ -258,8 +260,8 @@ def picks(thetas, keys, *, levels, num_heldout=HELDOUT, scramble=False):
     tournament and min-CE see only held-out log-likelihoods; min-KL is the oracle. With
     `scramble` the tournament's scores are dealt to the checkpoints in a random order.
     """
-    instance()
-    fn = jax.vmap(lambda th, k: _picks(th, k, num_heldout=int(num_heldout),
+    truth = instance().truth
+    fn = jax.vmap(lambda th, k: _picks(th, k, truth, num_heldout=int(num_heldout),
                                        levels=tuple(float(v) for v in levels), scramble=bool(scramble)))
     return {name: np.asarray(v) for name, v in fn(thetas, keys).items()}
 

@@ -194,12 +194,12 @@ def _random_rows(cell, key, num_seeds):
 
 
 @jax.jit
-def _checkpoint_quantities(thetas):
+def _checkpoint_quantities(thetas, truth):
     inst = f1.instance()
     truth_lp = f1.position_tables(inst.features, inst.info["theta_star"])
     target = inst.info["target_y"]
     mu = inst.mu
-    s_truth = success_probability(inst.truth, target)
+    s_truth = success_probability(truth, target)
     n_grid, m_grid = jnp.asarray(N_GRID), jnp.asarray(M_GRID)
 
     def one(theta):
@@ -224,7 +224,7 @@ def _checkpoint_cell(cell, key, num_seeds):
     thetas = f1.trajectories(key, num_seeds, num_steps=cell["num_steps"], checkpoints=checkpoints)
     flat = thetas.reshape(-1, thetas.shape[-1])
     regret_d, cov_d, regret_p, cov_p, nec, cov_2n = (np.asarray(v, float).reshape(num_seeds, len(checkpoints), -1)
-                                                     for v in _checkpoint_quantities(flat))
+                                                     for v in _checkpoint_quantities(flat, f1.instance().truth))
     factor = TIGHTEN if cell["variant"] == "tightened" else 1.0
     both = _violations(np.concatenate([regret_d, regret_p], axis=1), np.concatenate([cov_d, cov_p], axis=1),
                        np.concatenate([nec, np.full_like(nec, np.inf)], axis=1),
