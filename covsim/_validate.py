@@ -148,9 +148,25 @@ def check_tokens(y, vocab: int, where: str, name: str = "y"):
     return value_check(y, (y < 0) | (y >= vocab), f"{where}: {name} must hold tokens in [0, {vocab})")
 
 
+@jax.jit
+def _logits_refused(a):
+    # NaN or +inf logits, or a context whose logits are all -inf (no token possible)
+    return jnp.any(jnp.isnan(a) | jnp.isposinf(a)) | jnp.any(jnp.all(jnp.isneginf(a), axis=-1))
+
+
+@jax.jit
+def _any_nonfinite(a):
+    return jnp.any(~jnp.isfinite(a))
+
+
 def _model_bad(arrays: dict, concrete: bool) -> dict:
     """Per-array boolean masks of refused entries of a model's parameters."""
-    xp = np if concrete else jnp
+    if concrete:  # one compiled pass over the parameters (NumPy would take several);
+        # concrete parameters may meet a jit trace (a model closed over): run them now
+        with jax.ensure_compile_time_eval():
+            return {name: bool(_logits_refused(a) if name == "logits" else _any_nonfinite(a))
+                    for name, a in arrays.items()}
+    xp = jnp
     out = {}
     for name, a in arrays.items():
         a = xp.asarray(a)
