@@ -2,9 +2,9 @@
 of ⌊token_budget / H⌋ sequences (``covsim.metrics.DEFAULT_TOKEN_BUDGET`` = 2^24 tokens), so
 the peak does not grow with the number of samples.
 
-Measured once (shared 2-core CPU): H = 10^5 with 20 000 samples (chunks of 167 sequences)
-— see the project's report of issue 10; H = 10^4 with 20 000 samples (chunks of 1 677):
-peak RSS 0.74 GB, 51 s. The test runs H = 10^4 with the same budget and three chunks (the
+Measured once (shared 2-core CPU, V = 2 law below): H = 10^5 with 20 000 samples (chunks of
+167 sequences): peak RSS 0.73 GB, 411 s wall (75 s of CPU); H = 10^4 with 20 000 samples
+(chunks of 1 677): peak RSS 0.74 GB, 51 s. The test runs H = 10^4 with the same budget and three chunks (the
 last one partial): the peak is one chunk's, whatever the number of samples.
 """
 
