@@ -27,8 +27,6 @@ to any pytree; :func:`make_optimizer` exposes ``"normalized"`` next to ``"adam"`
 
 from __future__ import annotations
 
-import math
-from functools import partial
 
 import equinox as eqx
 import jax
@@ -203,7 +201,6 @@ def uniform_mixture_log_probs(task: G.GraphTask, paths, lp_D, eps: float):
     """
     pD = jnp.where(jnp.isfinite(lp_D), jnp.exp(lp_D), 0.0)  # (B, S)
     inner = paths[:, :, 1:-1]  # (B, S, L)
-    L = inner.shape[-1]
     same = inner[:, :, None, :] == inner[:, None, :, :]  # (B, S, S', L)
     prefix_eq = jnp.cumprod(same, -1)  # match on tokens ≤ h
     pref = jnp.einsum("bstl,bt->bsl", prefix_eq, pD)  # π_D(y_{≤h})
