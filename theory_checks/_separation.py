@@ -63,6 +63,20 @@ B_FEATURE = 1.0
 TAU = 1e-9
 
 
+VANILLA_ETAS = tuple(2.0 ** -j for j in range(4, 12))
+"""The constant step sizes vanilla SGD is run at (the lower bound quantifies over η)."""
+TINY_ETAS = tuple(2.0 ** -j for j in (5, 7, 9))
+
+
+def separation_sizes(size: str):
+    """(horizons, T, vanilla η grid) of a size, shared by sgd_horizon and sgd_lower_bound."""
+    if size == "tiny":
+        return [8, 128], 1000, TINY_ETAS
+    if size == "quick":
+        return [8, 32, 128], 10_000, VANILLA_ETAS
+    return [8, 32, 128, 512], 100_000, VANILLA_ETAS
+
+
 def two_prompts(H: int, k: int = SPARSE_K) -> Instance:
     """The two-prompt instance (module docstring) as an :class:`Instance`."""
     if not 1 <= k <= H:

@@ -58,6 +58,7 @@ from theory_checks._separation import (
     B_FEATURE,
     SPARSE_K,
     per_seed_matrix,
+    separation_sizes,
     sigma2_star,
     theorem_normalized,
     train_grid,
@@ -81,20 +82,9 @@ RULES = (
                 "σ⋆² ∝ H here, so the rule is stricter than the bound)"),
 )
 
-VANILLA_ETAS = tuple(2.0 ** -j for j in range(4, 12))
-TINY_ETAS = tuple(2.0 ** -j for j in (5, 7, 9))
-
-
-def _sizes(size: str):
-    if size == "tiny":
-        return [8, 128], 1000, TINY_ETAS
-    if size == "quick":
-        return [8, 32, 128], 10_000, VANILLA_ETAS
-    return [8, 32, 128, 512], 100_000, VANILLA_ETAS
-
 
 def grid(size: str) -> list[dict]:
-    horizons, T, etas = _sizes(size)
+    horizons, T, etas = separation_sizes(size)
     base = dict(T=T, K=1, N=THRESHOLD, k=SPARSE_K)
     cells = [dict(base, method="vanilla", variant="theorem", H=H, eta=float(e)) for H in horizons for e in etas]
     cells += [dict(base, method="normalized", variant="theorem", H=H, eta=0.0) for H in horizons]
@@ -102,7 +92,7 @@ def grid(size: str) -> list[dict]:
 
 
 def control_grid(size: str) -> list[dict]:
-    horizons, T, _ = _sizes(size)
+    horizons, T, _ = separation_sizes(size)
     return [dict(T=T, K=1, N=THRESHOLD, k=SPARSE_K, method="normalized", variant="unnormalized", H=H, eta=0.0)
             for H in horizons]
 

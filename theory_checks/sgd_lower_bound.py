@@ -45,14 +45,19 @@ import numpy as np
 
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
-from theory_checks._separation import SPARSE_K, THETA_STAR, per_seed_matrix, sigma2_star, train_grid
+from theory_checks._separation import (
+    SPARSE_K,
+    THETA_STAR,
+    per_seed_matrix,
+    separation_sizes,
+    sigma2_star,
+    train_grid,
+)
 
 C_CONST = 1.0 / 16.0
 """The a-priori constant c of the lower bound c·min{1, H/(T log N)}."""
 
 THRESHOLD = 4.0
-VANILLA_ETAS = tuple(2.0 ** -j for j in range(4, 12))
-TINY_ETAS = tuple(2.0 ** -j for j in (5, 7, 9))
 
 RULES = (
     Rule("every_eta_lower_bound", "probability_at_least",
@@ -65,16 +70,8 @@ RULES = (
 )
 
 
-def _sizes(size: str):
-    if size == "tiny":
-        return [8, 128], 1000, TINY_ETAS
-    if size == "quick":
-        return [8, 32, 128], 10_000, VANILLA_ETAS
-    return [8, 32, 128, 512], 100_000, VANILLA_ETAS
-
-
 def _cells(size: str, variant: str) -> list[dict]:
-    horizons, T, etas = _sizes(size)
+    horizons, T, etas = separation_sizes(size)
     return [dict(T=T, H=H, N=THRESHOLD, k=SPARSE_K, eta=float(e), variant=variant)
             for H in horizons for e in etas]
 
