@@ -30,8 +30,19 @@ Rules (declared before any run):
 Observations: per-H median and 1/16–15/16 quantiles of KL and Cov_2 over seeds, per-class
 KL, Cov_3, Pass@4, the final training loss; the reference values of the model that is
 exact on G_{H,1}, G_{H,3} and 50/50 in G_{H,2}'s doubled layers (KL = 0.05·(H/2)·log 2,
-Cov_2 = 0.05). Not done: the teacher-forcing "first doubled layer reveals the parity"
-observation of the issue.
+Cov_2 = 0.05).
+
+Observation of a shortcut in the task (issue 12 §3): with teacher forcing, π_D's node at
+G_{H,2}'s *first* doubled layer reveals the hidden global parity X, because
+parity(v) ⊕ parity(i) = X is the same in every doubled layer. A model that copies that
+relative parity pays log 2 once per G_{H,2} prompt whatever H is, and then KL is flat in
+H. So for every trained cell the model is fed π_D's path on the ``n_eval`` G_{H,2}
+prompts and its probability of π_D's node is averaged at the first doubled layer
+(``tf_first``) and at the later ones (``tf_later``), per seed and H (metrics columns,
+reported as observations, never a rule). Reading: both ≈ ½ — the parity is not learned
+(the premise of Figure 2); ``tf_later`` approaching 1 while ``tf_first`` stays ≈ ½ — the
+shortcut is learned, a finding about the task (Figure 2's KL growth would then not be the
+coverage principle's), to be stated plainly.
 
 Control (``variant="uniform_mix"``, no training): π̂ = per-token (1 − ε)·π_D(·|prefix) +
 ε·uniform over the layer's 4 nodes, ε = 0.15 (``covsim.transformer.uniform_mixture_log_probs``).
@@ -113,6 +124,27 @@ def _class_means(m, n_eval):
     return {k: v.reshape((3, n_eval) + v.shape[1:]).mean(1) for k, v in m.items() if k != "log_ratio"}
 
 
+def _teacher_forced_doubled(model, task, g, x, paths, lp):
+    r"""Teacher-forced probability of π_D's node at the first vs the later doubled layers.
+
+    On G_{H,2} prompts g (prompts x, support paths/log π_D from ``G.support``), the path
+    y⋆ = argmax_y π_D(y|x) (G_{H,2}'s deterministic path: parity(v_i) = parity(i) ⊕ X)
+    is fed to the model and π̂(y⋆_i | x, y⋆_{<i}) read at every doubled layer (response
+    position ℓ + 1 for intermediate layer ℓ). Returns the means over prompts of that
+    probability at the first doubled layer (``tf_first``) and over the later ones
+    (``tf_later``). The shortcut: y⋆'s first doubled node reveals X, so a model that copies
+    parity(v) ⊕ parity(i) gets tf_later → 1 while tf_first stays ≤ ½.
+    """
+    best = jnp.take_along_axis(paths, jnp.argmax(lp, -1)[:, None, None], 1)[:, 0]  # (B, R)
+    p = jnp.exp(T.sequence_log_probs(model, x, best))[:, 1:-1]  # (B, L): intermediate layers
+    dbl = g["doubled"]
+    rank = jnp.cumsum(dbl, -1) - 1
+    first = dbl & (rank == 0)
+    later = dbl & (rank >= 1)
+    return {"tf_first": jnp.sum(jnp.where(first, p, 0.0)) / jnp.sum(first),
+            "tf_later": jnp.sum(jnp.where(later, p, 0.0)) / jnp.sum(later)}
+
+
 def _cell_fn(cell: dict, num_seeds: int):
     """One jitted function key -> per-seed class means (and losses): one compilation per cell."""
     task = G.horizon_task(int(cell["H"]))
@@ -139,7 +171,11 @@ def _cell_fn(cell: dict, num_seeds: int):
         paths, lp = G.support(task, g)
         B, S, R = paths.shape
         lq = T.log_probs(m, jnp.repeat(x, S, 0), paths.reshape(B * S, R)).reshape(B, S)
-        return _class_means(T.metrics_from_support(lp, lq, logN), n_eval), losses
+        out = _class_means(T.metrics_from_support(lp, lq, logN), n_eval)
+        c2 = slice(n_eval, 2 * n_eval)  # the G_{H,2} prompts
+        g2 = {kk: v[c2] for kk, v in g.items()}
+        out.update(_teacher_forced_doubled(m, task, g2, x[c2], paths[c2], lp[c2]))
+        return out, losses
 
     return task, jax.jit(lambda key: jax.vmap(per_seed)(jax.random.split(key, num_seeds)))
 
@@ -162,7 +198,34 @@ def run_cell(cell: dict, key, num_seeds: int) -> dict:
         res[f"cov_{N:g}"] = np.einsum("c,cs->s", w, cov_c[:, :, i])
     res[f"pass_{PASS_N:g}"] = np.einsum("c,cs->s", w, pass_c[:, :, -1])
     res["ref_kl"] = np.full(num_seeds, w[1] * (task.L / 2) * math.log(2))
+    for name in ("tf_first", "tf_later"):
+        if name in mets:
+            res[name] = np.asarray(mets[name])
     return res
+
+
+def _shortcut_observations(table, H, det) -> list:
+    """Teacher-forced π̂(π_D's node) at G_{H,2}'s first vs later doubled layers, per H and
+    per seed (trained cells only; an observation, never a rule)."""
+    try:
+        first = table.group_mean("H", "tf_first")[3]
+        later = table.group_mean("H", "tf_later")[3]
+    except (KeyError, ValueError):
+        return []
+    if not (np.all(np.isfinite(first)) and np.all(np.isfinite(later))):
+        return []
+    det["tf_first"] = first.tolist()
+    det["tf_later"] = later.tolist()
+    rnd = lambda a: [[round(float(v), 3) for v in row] for row in a]  # noqa: E731
+    return [
+        Observation("teacher_forced_first_doubled_by_H", [round(float(v), 4) for v in first.mean(1)],
+                    f"seed mean per H = {H.tolist()} of pi_hat(pi_D's node) at G_H2's first doubled "
+                    f"layer, teacher-forced on pi_D's path; per seed {rnd(first)}"),
+        Observation("teacher_forced_later_doubled_by_H", [round(float(v), 4) for v in later.mean(1)],
+                    f"the same at the later doubled layers; per seed {rnd(later)}. Shortcut learned "
+                    "(a finding about the task) if this approaches 1 while the first stays at 1/2; "
+                    "no parity learned: both about 1/2"),
+    ]
 
 
 def _quantiles(v):
@@ -192,6 +255,7 @@ def analyze(table, size: str) -> Analysis:
         det[name] = vals.mean(1).tolist()
         obs.append(Observation(f"mean_{name}_by_H", [round(float(x), 4) for x in vals.mean(1)],
                                f"seed mean per H = {H.tolist()}"))
+    obs.extend(_shortcut_observations(table, H, det))
     obs.append(Observation("median_kl_by_H", [round(q[0], 4) for q in det["kl_quantiles"]],
                            "median over seeds (band 1/16-15/16 in details/figure)"))
     obs.append(Observation("median_cov2_by_H", [round(q[0], 4) for q in det["cov2_quantiles"]],
@@ -206,7 +270,8 @@ def plot(table, summary, out_dir):
     import pathlib
     d = summary.details
     H = np.asarray(d["H"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    shortcut = "tf_first" in d
+    fig, axes = plt.subplots(1, 3 if shortcut else 2, figsize=(13.5 if shortcut else 9, 3.5))
     for ax, key, lab in ((axes[0], "kl_quantiles", "KL(π_D‖π̂)"), (axes[1], "cov2_quantiles", "Cov_2")):
         q = np.asarray(d[key])
         ax.plot(H, q[:, 0], "o-", label="median over seeds")
@@ -217,6 +282,17 @@ def plot(table, summary, out_dir):
             ax.axhline(0.05, color="k", ls="--", label="mass of G_{H,2}")
         ax.set_xlabel("H (intermediate layers)")
         ax.set_ylabel(lab)
+        ax.legend(fontsize=7)
+    if shortcut:
+        ax = axes[2]
+        for key, lab, mk in (("tf_first", "first doubled layer", "o-"), ("tf_later", "later doubled layers", "s-")):
+            v = np.asarray(d[key])
+            ax.plot(H, v.mean(1), mk, label=lab)
+            ax.plot(np.repeat(H, v.shape[1]), v.ravel(), ".", color=ax.lines[-1].get_color(), alpha=0.4)
+        ax.axhline(0.5, color="k", ls="--", label="no parity learned")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("H (intermediate layers)")
+        ax.set_ylabel("teacher-forced π̂(π_D's node), G_{H,2}")
         ax.legend(fontsize=7)
     fig.suptitle(f"graph_horizon: {summary.verdict}")
     fig.tight_layout()
