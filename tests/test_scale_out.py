@@ -106,6 +106,29 @@ def test_metrics_do_not_depend_on_device_count(tmp_path):
     assert json.loads((four / "toy" / "summary.json").read_text())["timing"]["devices"] == 4
 
 
+# more real checks that opt in: the first tiny cell of each, 10 seeds (uneven over 4 devices)
+OTHER_CHECKS = ("horizon", "convex_class", "missing_mass")
+OTHERS = """
+from covsim.experiments import registry
+for name in %r:
+    chk = registry.load(name)
+    first = chk.grid("tiny")[:1]
+    small = Check(**{**chk.__dict__, "grid": lambda size, first=first: first, "plot": None})
+    run_check(small, size="tiny", seeds=10, out=out + "/" + name, progress=False)
+""" % (OTHER_CHECKS,)
+
+
+def test_real_checks_do_not_depend_on_device_count(tmp_path):
+    """horizon, convex_class, missing_mass: one cell each, 1 device vs 4 simulated ones."""
+    head = TOY_DEF.split("def one")[0] + "from covsim.experiments.check import Check\nout = sys.argv[1]\n"
+    one, four = tmp_path / "one", tmp_path / "four"
+    _run(head + OTHERS, str(one), devices=1)
+    _run(head + OTHERS, str(four), devices=4)
+    for name in OTHER_CHECKS:
+        _assert_same_metrics(one / name, four / name)
+        assert json.loads((four / name / "config.json").read_text())["jax"]["device_count"] == 4
+
+
 # the CLI with --coordinator: the toy registered in place of the real registry
 TOY_CLI = TOY_DEF + '''
 from covsim.experiments import registry

@@ -36,6 +36,7 @@ from covsim.fit.sgd import SGDConfig, train
 from covsim.instances._base import Box
 from covsim.instances.selection import mode_tradeoff
 from covsim.selection import heldout_logliks, select_min_cross_entropy, select_min_kl, tournament
+from covsim.experiments.sharding import shard_seeds
 
 COV_N = (2.0, 4.0, 4.6, 5.7, 6.0, 8.0, 16.0)
 """Coverage levels recorded at every checkpoint (N/2 for Pass@{4, 8, 12} included)."""
@@ -161,7 +162,7 @@ def _trajectories(key, lower, upper, features_model, *, num_steps, checkpoints, 
                      constraint=Box(lower, upper), theta_init=inst.info["theta_init"],
                      checkpoints=checkpoints).checkpoint_thetas
 
-    return jax.vmap(one)(jax.random.split(key, num_seeds))
+    return jax.vmap(one)(shard_seeds(jax.random.split(key, num_seeds)))
 
 
 def trajectories(key, num_seeds, *, num_steps, checkpoints, variant="main"):

@@ -19,6 +19,7 @@ from covsim.experiments.check import Assertion, Verdict
 from covsim.experiments.stats import mean_ci
 from covsim.fit import sgd
 from covsim.instances.statistical import pivotal_tokens
+from covsim.experiments.sharding import shard_seeds
 
 NORMALIZED_ETA_FACTOR = 32.0
 """[project] fixed multiplier of the normalized-SGD step η (λ unchanged), a labelled
@@ -77,7 +78,7 @@ def pivotal_config(method: str, *, H, k, V, T, N, K=1, eta_factor=1.0):
 def train_seeds(config, *, H, k, V, T, key, num_seeds, checkpoints):
     """``train`` vmapped over seeds with the exact KL metric in the scan."""
     inst, learner, kl_metric, _ = pivotal_setup(H, k, V)
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda kk: sgd.train(
         learner, inst.truth, inst.mu, config, num_steps=T, key=kk, constraint=inst.constraint,
         checkpoints=checkpoints, metrics={"kl": kl_metric}))(keys)

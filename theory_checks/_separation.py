@@ -47,6 +47,7 @@ from jax.scipy.special import gammaln
 from covsim.fit import sgd
 from covsim.instances._base import Ball, Instance
 from covsim.models import LinearModel
+from covsim.experiments.sharding import shard_seeds
 
 THETA_STAR = (0.5, math.sqrt(0.75))
 """θ⋆ = (a, b), ‖θ⋆‖ = 1."""
@@ -175,7 +176,7 @@ def train_grid(*, H: int, k: int, N: float, T: int, method: str, etas, lams=None
     metrics = metric_fns(H, k, float(N))
     etas = jnp.asarray(etas, dtype=jnp.float64)
     lams = jnp.zeros_like(etas) if lams is None else jnp.asarray(lams, dtype=jnp.float64)
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     ckpts = (T,) if checkpoints is None else tuple(checkpoints)
 
     def one(eta, lam, kk):

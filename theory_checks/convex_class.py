@@ -53,6 +53,7 @@ import covsim
 from covsim import bounds
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.sharding import shard_seeds
 from covsim.instances.classes import (
     floored_simplex,
     floored_simplex_log_covering,
@@ -136,7 +137,7 @@ def _seed(key, truth, mu, theta_bar, Ns, *, n, learner):
 
 @partial(jax.jit, static_argnames=("n", "learner", "num_seeds"))
 def _seeds(key, truth, mu, theta_bar, Ns, *, n, learner, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _seed(k, truth, mu, theta_bar, Ns, n=n, learner=learner))(keys)
 
 

@@ -58,6 +58,7 @@ import covsim
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.results import ResultTable
 from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.sharding import shard_seeds
 from covsim.experiments.stats import loglog_slope
 from covsim.instances.classes import (
     fine_ladder,
@@ -154,7 +155,7 @@ def _seed(key, truth, mu, eps, levels, weights, log_ns, valid, *, d, J, n, H, le
 
 @partial(jax.jit, static_argnames=("d", "J", "n", "H", "learner", "num_seeds"))
 def _seeds(key, truth, mu, eps, levels, weights, log_ns, valid, *, d, J, n, H, learner, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _seed(k, truth, mu, eps, levels, weights, log_ns, valid,
                                     d=d, J=J, n=n, H=H, learner=learner))(keys)
 

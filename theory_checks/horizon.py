@@ -71,6 +71,7 @@ from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.experiments.stats import SlopeFit
 from covsim.exact import TIE_TOLERANCE
 from covsim.instances import statistical as inst
+from covsim.experiments.sharding import shard_seeds
 
 N_VALUES = (2.0, 16.0, 256.0)
 RATIO_N = 16.0
@@ -189,7 +190,7 @@ def _run_seeds(key, features, mu, H, B, bias, prompt0_cov, *, n, h_max, num_seed
             **{f"cov_{N:g}": cov[j] for j, N in enumerate(N_VALUES)},
         }
 
-    return jax.vmap(one)(jax.random.split(key, num_seeds))
+    return jax.vmap(one)(shard_seeds(jax.random.split(key, num_seeds)))
 
 
 def expected_values(n: int, H: int, B: float, biased: bool) -> tuple[float, np.ndarray]:

@@ -73,6 +73,7 @@ from covsim.exact import TIE_TOLERANCE, enumerate_sequences, per_step_hellinger2
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.testing import adversarial_search, ratio as tight_ratio
+from covsim.experiments.sharding import shard_seeds
 
 RTOL = 1e-9  # relative floating-point tolerance for a violation
 FLOOR = 0.9  # every bound must be approached to within 10% by the search
@@ -459,7 +460,7 @@ def _run_seeds(key, values, *, shape, num_seeds):
     """All seeds of one cell; compiled once per shape, the continuous parameters are traced."""
     cell = dict(zip(SHAPE_KEYS, shape)) | dict(zip(VALUE_KEYS, values))
     fn = KINDS[cell["kind"]]
-    return jax.vmap(lambda k: fn(k, cell))(jax.random.split(key, num_seeds))
+    return jax.vmap(lambda k: fn(k, cell))(shard_seeds(jax.random.split(key, num_seeds)))
 
 
 def _tighten(cell) -> float:

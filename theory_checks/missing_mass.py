@@ -57,6 +57,7 @@ import covsim
 from covsim.exact import TIE_TOLERANCE
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.sharding import shard_seeds
 from covsim.instances.statistical import (
     bernoulli_missing_mass,
     bernoulli_missing_mass_prob_zero,
@@ -144,7 +145,7 @@ def _seed_metrics(key, truth, mu, p_star, *, n):
 
 @partial(jax.jit, static_argnames=("n", "num_seeds"))
 def _run_seeds(key, truth, mu, p_star, *, n, num_seeds):
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _seed_metrics(k, truth, mu, p_star, n=n))(keys)
 
 

@@ -79,6 +79,7 @@ from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.fit import sufficient_statistics
 from covsim.instances.statistical import pivotal_tokens
+from covsim.experiments.sharding import shard_seeds
 from theory_checks._rates import band_figure, paired_slope, per_cell_extreme
 
 V = 8
@@ -259,7 +260,7 @@ def _run_pivotal(key, features, theta_star, log_law, q, active, is_piv, piv_idx,
         lo, hi = pivotal_coverage(theta_star, fitted.theta, num_det, q, N_VALUES, k)
         return lo, hi, ins
 
-    return jax.vmap(one)(jax.random.split(key, num_seeds))
+    return jax.vmap(one)(shard_seeds(jax.random.split(key, num_seeds)))
 
 
 @partial(jax.jit, static_argnames=("n_max", "num_seeds"))
@@ -273,7 +274,7 @@ def _run_coins(key, features, theta_star, n, rho, *, n_max, num_seeds):
         cov = covsim.exact.coverage_independent(truth, fitted, mu, jnp.asarray(N_VALUES, features.dtype))
         return cov, cov, ins
 
-    return jax.vmap(one)(jax.random.split(key, num_seeds))
+    return jax.vmap(one)(shard_seeds(jax.random.split(key, num_seeds)))
 
 
 def run_cell(cell: dict, key, num_seeds: int) -> dict:

@@ -80,6 +80,7 @@ from covsim import bounds
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.exact import TIE_TOLERANCE
+from covsim.experiments.sharding import shard_seeds
 
 N_LEVEL, A = 64.0, 0.25
 COV_LEVEL = 2 * N_LEVEL ** (1 + A)
@@ -246,7 +247,7 @@ def run_cell(cell: dict, key, num_seeds: int) -> dict:
     truth_lp, cand_lp, _, ids = candidate_laws(k)
     args = (jnp.asarray(truth_lp), jnp.asarray(cand_lp), jnp.asarray(ids),
             jnp.asarray(exact_coverages(k)), jnp.asarray(exact_coverages(k, EXPLICIT_LEVEL)))
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     out = _run_seeds(keys, jnp.asarray(float(cell["n"])), *args, n_max=int(cell["n_max"]),
                      offset=cell["variant"] == "offset")
     return {name: np.asarray(v, float) for name, v in out.items()}

@@ -77,6 +77,7 @@ from covsim import bounds
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.experiments.stats import loglog_slope
+from covsim.experiments.sharding import shard_seeds
 from theory_checks import _figure1 as f1
 
 PASS_N = f1.PASS_N
@@ -214,7 +215,7 @@ def _adversarial_cell(cell, key, num_seeds):
     truth_lp, cand_lp, _ = candidate_laws()
     cov_pick_level, cov_prime = exact_coverages()
     n_max = int(cell["n_max"])
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     idx = np.asarray(jax.vmap(lambda k: _adversarial_picks(
         k, jnp.asarray(truth_lp), jnp.asarray(cand_lp), jnp.asarray(int(cell["n"])), n_max=n_max,
         scramble=cell["variant"] == "scrambled"))(keys))  # (S, REPS)

@@ -55,6 +55,7 @@ from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.experiments.stats import loglog_slope
 from covsim.instances.statistical import variance_lower_bound, variance_lower_bound_parameters
+from covsim.experiments.sharding import shard_seeds
 from theory_checks._rates import band_figure, per_cell_extreme
 
 B = 8.0
@@ -136,7 +137,7 @@ def _fit_and_cover(key, features, eps, p, n, N, *, n_max, oracle):
 @partial(jax.jit, static_argnames=("n_max", "num_seeds", "oracle"))
 def _run_seeds(key, features, eps, p, n, N, *, n_max, num_seeds, oracle):
     """All seeds of one cell; compiled once per (H, n_max, learner): n, N, ε and p are traced."""
-    keys = jax.random.split(key, num_seeds)
+    keys = shard_seeds(jax.random.split(key, num_seeds))
     return jax.vmap(lambda k: _fit_and_cover(k, features, eps, p, n, N, n_max=n_max, oracle=oracle))(keys)
 
 
