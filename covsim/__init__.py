@@ -5,6 +5,7 @@ Post-Training", arXiv 2510.15020 (ICLR 2026). Formulas are in docs/THEORY.md.
 """
 
 from covsim import bon, bounds, constraints, decoding, instances, selection
+from covsim._validate import runtime_checks
 from covsim.constraints import Ball, Box
 from covsim.fit import fit_mle, fit_mle_finite
 from covsim.fit import sgd
@@ -65,4 +66,5 @@ __all__ = [
     "bon",
     "decoding",
     "instances",
+    "runtime_checks",
 ]

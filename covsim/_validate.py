@@ -13,9 +13,33 @@ Every check names the function, the argument, what was wrong and what is allowed
 
 Functions that check values *return* the checked array (or model): callers must use the
 returned value, so that the run-time check is part of the computation.
+
+**Run-time checks and the persistent compilation cache.** A run-time check is a host
+callback compiled into the program (equinox's ``error_if`` calls back into Python to raise).
+JAX (0.10, ``jax/_src/compiler.py``, ``_cache_write``) never writes a program holding a host
+callback to its persistent compilation cache ("Not writing persistent cache entry ... because
+it uses host callbacks"), so every jitted function of a user that calls covsim on traced
+values is compiled again in every new process, however warm the cache. The switch
+
+- ``COVSIM_RUNTIME_CHECKS=0`` in the environment (read at import), or
+- ``covsim.runtime_checks(False)`` (a plain call sets it for the process; ``with
+  covsim.runtime_checks(False): ...`` sets it for the block),
+
+leaves the traced checks out of programs traced while it is off: no callback, so the program
+is cacheable (and a little smaller and faster). The trade-off: a bad *traced* value (NaN
+logits, tokens out of range, a μ that does not sum to 1 inside ``jit``/``vmap``) then goes
+undetected and gives a wrong or NaN result instead of an error. Eager checks (concrete values,
+shapes, dtypes, Python arguments) are unaffected: they always raise ``ValueError``. The
+default is ON. The switch acts when a function is *traced*: a function jitted earlier keeps
+the checks it was traced with (JAX's in-memory jit cache does not see the switch), so set it
+before the first call (the environment variable is the safe way). ``EQX_ON_ERROR=nan``
+(equinox's own switch, also callback-free) is the alternative that keeps a signal: a failed
+check turns the checked float array into NaN (integer arrays into their largest value).
 """
 
 from __future__ import annotations
+
+import os
 
 import equinox as eqx
 import jax
@@ -23,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "runtime_checks",
+    "runtime_checks_enabled",
     "is_concrete",
     "value_check",
     "check_key",
@@ -44,6 +70,55 @@ MU_TOLERANCE = 1e-6
 """|Σ μ − 1| allowed for a prompt distribution."""
 
 
+def _env_flag(value: str | None) -> bool:
+    """``COVSIM_RUNTIME_CHECKS``: unset, ``1``, ``on``, ``true``, ``yes`` -> on; ``0``,
+    ``off``, ``false``, ``no`` -> off; anything else is refused."""
+    if value is None or value.strip().lower() in ("", "1", "on", "true", "yes"):
+        return True
+    if value.strip().lower() in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"COVSIM_RUNTIME_CHECKS must be 1/on/true/yes or 0/off/false/no, got {value!r}")
+
+
+_RUNTIME_CHECKS = [_env_flag(os.environ.get("COVSIM_RUNTIME_CHECKS"))]
+
+
+def runtime_checks_enabled() -> bool:
+    """Whether traced value checks are compiled in (see the module docstring)."""
+    return _RUNTIME_CHECKS[0]
+
+
+class runtime_checks:
+    """Turn covsim's run-time (traced) value checks on or off; eager checks always run.
+
+    ``covsim.runtime_checks(False)`` switches them off for the process;
+    ``with covsim.runtime_checks(False): ...`` only inside the block (the previous setting is
+    restored on exit). Off, programs hold no host callback and JAX's persistent compilation
+    cache can store them; a bad traced value then goes undetected (module docstring). It acts
+    at trace time: functions jitted before the switch keep their checks.
+    """
+
+    def __init__(self, enabled: bool):
+        if not isinstance(enabled, bool):
+            raise ValueError(f"runtime_checks: enabled must be True or False, got {enabled!r}")
+        self._previous = _RUNTIME_CHECKS[0]
+        _RUNTIME_CHECKS[0] = enabled
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _RUNTIME_CHECKS[0] = self._previous
+        return False
+
+
+def _error_if(x, pred, message: str):
+    """``eqx.error_if(x, pred, message)`` when run-time checks are on, else `x` unchanged."""
+    if not _RUNTIME_CHECKS[0]:
+        return x
+    return eqx.error_if(x, pred, message)
+
+
 def is_concrete(*arrays) -> bool:
     """True when none of the arrays is a JAX tracer (values can be inspected)."""
     return not any(isinstance(a, jax.core.Tracer) for a in arrays)
@@ -60,7 +135,7 @@ def value_check(x, bad, message: str, detail=None):
         if bool(np.any(np.asarray(bad))):
             raise ValueError(message + (detail() if detail is not None else ""))
         return x
-    return eqx.error_if(x, jnp.any(bad), message + " (checked at run time)")
+    return _error_if(x, jnp.any(bad), message + " (checked at run time)")
 
 
 def check_key(key, where: str) -> None:
@@ -104,11 +179,11 @@ def guard_distribution(out, mu, where: str, name: str = "mu"):
     For computations that may not use `mu` at all (one prompt): XLA drops a check whose
     output is unused, so the check is attached to the result instead. Returns `out`.
     """
-    if is_concrete(mu):
+    if is_concrete(mu) or not _RUNTIME_CHECKS[0]:
         return out
     mu = jnp.asarray(mu)
     bad = jnp.any(~jnp.isfinite(mu) | (mu < 0)) | (jnp.abs(jnp.sum(mu) - 1.0) > MU_TOLERANCE)
-    return eqx.error_if(out, bad, f"{where}: {name} must be non-negative, finite and sum to 1 "
+    return _error_if(out, bad, f"{where}: {name} must be non-negative, finite and sum to 1 "
                                   "(checked at run time)")
 
 
@@ -190,6 +265,8 @@ def check_model(model, where: str, name: str = "model"):
              "features": "features must be finite (no NaN or inf)",
              "theta": "theta must be finite (no NaN or inf)"}
     concrete = is_concrete(*arrays.values())
+    if not concrete and not _RUNTIME_CHECKS[0]:
+        return model
     bad = _model_bad(arrays, concrete)
     checked = {}
     for key, a in arrays.items():

@@ -1,0 +1,119 @@
+"""Compile less (issue 11, item 5): the run-time-check switch and its effect on JAX's
+persistent compilation cache.
+
+- Default ON: a bad traced value still raises under ``jit`` (equinox ``error_if``).
+- ``covsim.runtime_checks(False)`` / ``COVSIM_RUNTIME_CHECKS=0``: eager checks still raise
+  ``ValueError``; traced checks are left out, so the program holds no host callback and JAX
+  (0.10, ``compiler._cache_write``) writes it to the persistent cache.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import covsim
+from covsim import _validate
+
+
+def _pair():
+    rng = np.random.default_rng(3)
+    p = covsim.TabularModel(jnp.asarray(rng.normal(size=(2, 3, 3, 2))))
+    q = covsim.TabularModel(jnp.asarray(rng.normal(size=(2, 3, 3, 2))))
+    return p, q
+
+
+BAD_MU = jnp.asarray([0.5, 0.2])  # sums to 0.7
+
+
+def test_default_is_on():
+    assert _validate.runtime_checks_enabled()
+
+
+def test_on_a_bad_traced_value_raises_under_jit():
+    p, q = _pair()
+    with pytest.raises(Exception, match="mu must sum to 1"):
+        jax.block_until_ready(jax.jit(lambda mu: covsim.kl(p, q, mu))(BAD_MU))
+
+
+def test_off_eager_checks_still_raise_and_setting_is_restored():
+    p, q = _pair()
+    with covsim.runtime_checks(False):
+        assert not _validate.runtime_checks_enabled()
+        with pytest.raises(ValueError, match="kl: mu must sum to 1"):
+            covsim.kl(p, q, BAD_MU)
+        with pytest.raises(ValueError, match="horizon"):
+            covsim.kl(p, covsim.TabularModel(jnp.zeros((2, 4, 3, 2))), jnp.asarray([0.5, 0.5]))
+    assert _validate.runtime_checks_enabled()
+
+
+def test_off_traced_checks_are_left_out_of_the_program():
+    p, q = _pair()
+
+    def f(mu):
+        return covsim.kl(p, q, mu)
+
+    on_text = jax.jit(f).lower(jnp.asarray([0.5, 0.5])).as_text()
+    with covsim.runtime_checks(False):
+        off = jax.jit(lambda mu: covsim.kl(p, q, mu))
+        off_text = off.lower(jnp.asarray([0.5, 0.5])).as_text()
+        value = off(BAD_MU)  # not refused: the documented trade-off
+    assert "callback" in on_text
+    assert "callback" not in off_text
+    assert np.isfinite(float(value))
+    # switched back on: a newly traced function raises again
+    with pytest.raises(Exception, match="mu must sum to 1"):
+        jax.block_until_ready(jax.jit(lambda mu: covsim.kl(p, q, mu) + 0.0)(BAD_MU))
+
+
+def test_plain_call_sets_for_the_process_and_refuses_non_bool():
+    try:
+        covsim.runtime_checks(False)
+        assert not _validate.runtime_checks_enabled()
+    finally:
+        covsim.runtime_checks(True)
+    assert _validate.runtime_checks_enabled()
+    with pytest.raises(ValueError, match="True or False"):
+        covsim.runtime_checks("off")
+
+
+def test_env_flag_values():
+    assert _validate._env_flag(None) and _validate._env_flag("1") and _validate._env_flag("on")
+    assert not _validate._env_flag("0") and not _validate._env_flag("off")
+    with pytest.raises(ValueError, match="COVSIM_RUNTIME_CHECKS"):
+        _validate._env_flag("maybe")
+
+
+def test_persistent_cache_stores_the_program_only_without_checks(tmp_path):
+    """A fresh process: with checks on, JAX refuses to cache the jitted user function (host
+    callback); with COVSIM_RUNTIME_CHECKS=0 it writes it."""
+    script = textwrap.dedent(f"""
+        import os, jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path)!r})
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        import covsim
+        rng = np.random.default_rng(3)
+        p = covsim.TabularModel(jnp.asarray(rng.normal(size=(2, 3, 3, 2))))
+        q = covsim.TabularModel(jnp.asarray(rng.normal(size=(2, 3, 3, 2))))
+        def user_fn_checked(mu):
+            return covsim.kl(p, q, mu)
+        jax.jit(user_fn_checked)(jnp.asarray([0.5, 0.5])).block_until_ready()
+        with covsim.runtime_checks(False):
+            def user_fn_unchecked(mu):
+                return covsim.kl(p, q, mu)
+            jax.jit(user_fn_unchecked)(jnp.asarray([0.5, 0.5])).block_until_ready()
+        print("ENTRIES", sorted(os.listdir({str(tmp_path)!r})))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    entries = " ".join(line for line in out.stdout.splitlines() if line.startswith("ENTRIES"))
+    assert "user_fn_unchecked" in entries
+    assert "user_fn_checked" not in entries
