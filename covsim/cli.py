@@ -152,6 +152,12 @@ def _print_plan(names: list[str], args, many: bool) -> int:
         label = f"{name} (control)" if args.control else name
         print(f"{label:<24} {plan['size']:<6} {plan['cells']:>6} {plan['seeds']:>6} "
               f"{plan['seed_runs']:>10}  {est}")
+        if not many:  # one check: its cells, so the plan states the run (sizes, steps)
+            cells = check.cells(plan["size"], control=args.control)
+            for cell in cells[:12]:
+                print("    " + " ".join(f"{k}={v}" for k, v in cell.items()))
+            if len(cells) > 12:
+                print(f"    … and {len(cells) - 12} more cells")
     print("(estimates scale the seconds per seed-run of the earlier run, compile included; "
           "vectorised seeds and accelerators usually do better)")
     return EXIT_HOLDS

@@ -230,8 +230,10 @@ def test_compile_cache_default_location_and_switches(monkeypatch, tmp_path):
 def test_plan_prints_cells_seeds_and_estimate_without_running(registry, tmp_path, capsys):
     out = tmp_path / "good"
     assert main(["check", "good", "--full", "--plan", "--out", str(out)]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("good"))
+    printed = capsys.readouterr().out.splitlines()
+    line = next(l for l in printed if l.startswith("good"))
     assert line.split()[1:5] == ["full", "2", "5", "10"] and "unknown" in line
+    assert [l.strip() for l in printed if l.startswith("    ")] == ["i=0", "i=1"]  # the cells
     assert not out.exists()  # nothing written
     assert main(["check", "good", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
