@@ -62,7 +62,12 @@ KL slope 1.00 [0.91, 1.11] (seed-mean KL 0.17 → 0.32 → 0.50 at H = 4, 8, 12;
 0.069, 0.139, 0.208: the model is overconfident on G_{H,2}, KL per class 2.3 / 4.2 / 7.3,
 and G_{H,1} KL 0.03 / 0.07 / 0.13 is not converged); Cov_2 medians 0.045, 0.053, 0.057,
 paired difference Cov_2(12) − Cov_2(4) = 0.0135 [0.0104, 0.0166] ≤ 0.05. Control (15 s CPU):
-fails — Cov_2 difference 1.0 (Cov_2 = 0, 0.99, 1.0). Tiny: ≈ 50 s CPU for the trained cells
+fails — Cov_2 difference 1.0 (Cov_2 = 0, 0.99, 1.0). Rerun with the shortcut observation
+(same verdict and numbers, 166 s CPU, 240 s wall under load): teacher-forced π̂(π_D's node)
+at G_{H,2}'s first doubled layer 0.50 / 0.47 / 0.49 (seed means at H = 4, 8, 12), at the
+later ones 0.56 / 0.53 / 0.55 — the shortcut is not learned at this size, but later − first
+is positive in 22 of 24 (seed, H) pairs (mean +0.055 / +0.067 / +0.063): a weak, consistent
+tilt toward copying the relative parity, far from the 1 of a learned shortcut. Tiny: ≈ 50 s CPU for the trained cells
 (two transformer compilations) + 8 s for the control — above the suite's 25 s target.
 """
 
