@@ -24,7 +24,14 @@ from covsim._validate import (
     guard_distribution,
     is_concrete,
 )
-from covsim.models import SequenceModel, next_token_log_probs, sample, token_log_probs
+from covsim.models import (
+    SequenceModel,
+    draw_paths,
+    next_token_log_probs,
+    sample,
+    step_log_probs,
+    token_log_probs,
+)
 
 __all__ = ["LooseBracketWarning", "MCEstimate", "coverage", "stopped_kl", "pass_at_n", "pass_at_k", "pass_at_k_traced"]
 
@@ -60,6 +67,30 @@ def _log_ratio(p, q, x, y) -> Array:
     return jnp.where(jnp.isneginf(lq), jnp.inf, lp - jnp.where(jnp.isneginf(lq), 0.0, lq))
 
 
+def _log_ratio_table(p, q) -> Array:
+    r"""Per-token log-ratio table :math:`\log p(v|x,h,u) - \log q(v|x,h,u)`, ``+inf`` where
+    q = 0 (shape: the broadcast of the two tables)."""
+    lp, lq = next_token_log_probs(p), next_token_log_probs(q)
+    return jnp.where(jnp.isneginf(lq), jnp.inf, lp - jnp.where(jnp.isneginf(lq), 0.0, lq))
+
+
+def _sampled_log_ratios(p, q, mu, key, n):
+    r""":math:`\log p(y|x) - \log q(y|x) = \sum_h [\log p - \log q](y_h|x,h,y_{h-1})` for the
+    ``n`` sequences that ``sample(p, mu, n, key=key)`` draws (the same draws), summed position
+    by position while drawing. A position where the two laws agree adds exactly 0."""
+    diff = _log_ratio_table(p, q)
+
+    def path_value(h, x, prev, tok):
+        d_h = step_log_probs(diff, h)  # (P|1, U|1, V)
+        x_idx = x if diff.shape[0] > 1 else jnp.zeros_like(x)
+        u_idx = prev if diff.shape[2] > 1 else jnp.zeros_like(prev)
+        return d_h[x_idx, u_idx, tok]
+
+    _, _, ratio = draw_paths(next_token_log_probs(p), mu, key, n, p.horizon, path_value,
+                             total_dtype=diff.dtype)
+    return ratio
+
+
 def _coverage_stat(p, q, log_t, x, y):
     return (_log_ratio(p, q, x, y) >= log_t).astype(log_t.dtype)
 
@@ -78,8 +109,12 @@ def _mc_mean(p, q, mu, levels, key, *, statistic, num_samples, chunk):
     def body(carry, inputs):
         total, total_sq = carry
         index, k = inputs
-        x, y = sample(p, mu, chunk, key=k)
-        values = jax.vmap(lambda xi, yi: stat(p, q, levels, xi, yi))(x, y)  # (chunk, J)
+        if statistic == "coverage":  # log-ratios summed while drawing: no (chunk, H) tokens
+            ratio = _sampled_log_ratios(p, q, mu, k, chunk)
+            values = (ratio[:, None] >= levels[None, :]).astype(levels.dtype)  # (chunk, J)
+        else:
+            x, y = sample(p, mu, chunk, key=k)
+            values = jax.vmap(lambda xi, yi: stat(p, q, levels, xi, yi))(x, y)  # (chunk, J)
         valid = (index * chunk + jnp.arange(chunk)) < num_samples
         values = jnp.where(valid[:, None], values, 0.0)
         return (total + values.sum(0), total_sq + (values**2).sum(0)), None

@@ -317,20 +317,53 @@ def sample(model: SequenceModel, mu, n: int, *, key: Array) -> tuple[Array, Arra
 @partial(jax.jit, static_argnames=("n",))
 def _sample(model: SequenceModel, mu: Array, key: Array, n: int) -> tuple[Array, Array]:
     """:func:`sample` after validation; compiled once per (model structure, shapes, n)."""
-    table = next_token_log_probs(model)
+    x, ys, _ = draw_paths(next_token_log_probs(model), mu, key, n, model.horizon)
+    return x, ys.T
+
+
+def draw_paths(table: Array, mu: Array, key: Array, n: int, horizon: int, path_value=None,
+               total_dtype=None):
+    r"""The sampler's scan (shared by :func:`sample` and Monte Carlo): ``n`` prompts
+    :math:`x\sim\mu` and tokens :math:`y_h\sim\pi(\cdot|x,h,y_{h-1})` by inversion of the
+    conditional CDF, one uniform per token, from pre-split keys.
+
+    The CDFs ``cumsum(exp(table))`` are computed once for the whole ``(P, H, U, V)`` table
+    (elementwise the same arithmetic as per gathered row, so the same draws), and each step
+    gathers one CDF row per sequence.
+
+    With ``path_value(h, x, prev, tok) -> (n,)`` the scan accumulates
+    :math:`\sum_h \text{path\_value}` along each path instead of stacking the tokens (memory
+    O(n), not O(n·H)), in `total_dtype` (default the table's). Returns ``(x, ys, total)``: ``ys`` ``(H, n)`` (``None`` with
+    `path_value`), ``total`` ``(n,)`` (``None`` without).
+    """
     vocab = table.shape[-1]
+    cdf_table = jnp.cumsum(jnp.exp(table), axis=-1)
     key_x, key_y = jax.random.split(key)
     x = _inverse_cdf(key_x, jnp.broadcast_to(jnp.log(mu), (n, mu.shape[0])))
-    step_keys = jax.random.split(key_y, model.horizon)
+    step_keys = jax.random.split(key_y, horizon)
     x_idx = x if table.shape[0] > 1 else jnp.zeros_like(x)
 
-    def step(prev, inputs):
-        h, k = inputs
-        logp = step_log_probs(table, h)  # (P, U, V)
+    def draw(prev, h, k):
+        cdf_h = step_log_probs(cdf_table, h)  # (P, U, V)
         u_idx = prev if table.shape[2] > 1 else jnp.zeros_like(prev)
-        tok = _inverse_cdf(k, logp[x_idx, u_idx])
-        return tok, tok
+        rows = cdf_h[x_idx, u_idx]
+        return _invert_cdf(rows, jax.random.uniform(k, rows.shape[:-1], dtype=rows.dtype))
 
     prev0 = jnp.full((n,), vocab, dtype=x.dtype)
-    _, ys = jax.lax.scan(step, prev0, (jnp.arange(model.horizon), step_keys))
-    return x, ys.T
+    if path_value is None:
+        def step(prev, inputs):
+            tok = draw(prev, *inputs)
+            return tok, tok
+
+        _, ys = jax.lax.scan(step, prev0, (jnp.arange(horizon), step_keys))
+        return x, ys, None
+
+    def step_sum(carry, inputs):
+        prev, total = carry
+        h, _ = inputs
+        tok = draw(prev, *inputs)
+        return (tok, total + path_value(h, x, prev, tok)), None
+
+    zero = jnp.zeros((n,), dtype=table.dtype if total_dtype is None else total_dtype)
+    (_, total), _ = jax.lax.scan(step_sum, (prev0, zero), (jnp.arange(horizon), step_keys))
+    return x, None, total

@@ -117,3 +117,28 @@ def test_persistent_cache_stores_the_program_only_without_checks(tmp_path):
     entries = " ".join(line for line in out.stdout.splitlines() if line.startswith("ENTRIES"))
     assert "user_fn_unchecked" in entries
     assert "user_fn_checked" not in entries
+
+
+# ---------------------------------------------------------------- Monte Carlo log-ratios
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_mc_log_ratios_summed_while_drawing_equal_the_sampled_paths(trial):
+    """coverage(method="mc") sums lp − lq while drawing: the same draws as covsim.sample and
+    the same log-ratios as log_prob(p) − log_prob(q) on them (+inf where q = 0)."""
+    from conftest import random_tabular
+
+    from covsim.metrics import _log_ratio, _sampled_log_ratios
+
+    rng = np.random.default_rng(100 + trial)
+    P, H, V = int(rng.integers(1, 4)), int(rng.integers(1, 7)), int(rng.integers(2, 5))
+    p = random_tabular(rng, P, H, V, zero_frac=0.3, prev=trial % 2 == 0, broadcast_h=trial % 3 == 0)
+    q = random_tabular(rng, P, H, V, zero_frac=0.3, prev=trial % 4 < 2)
+    mu = jnp.asarray(rng.dirichlet(np.ones(P)))
+    key = jax.random.PRNGKey(trial)
+    x, y = covsim.sample(p, mu, 300, key=key)
+    expected = np.asarray(jax.vmap(lambda xi, yi: _log_ratio(p, q, xi, yi))(x, y))
+    got = np.asarray(_sampled_log_ratios(p, q, mu, key, 300))
+    assert np.array_equal(np.isinf(got), np.isinf(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12, atol=1e-12)
