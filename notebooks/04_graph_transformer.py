@@ -58,7 +58,7 @@ if SMALL:
     HORIZONS, STEPS, SEEDS, N_EVAL = [4, 6], 20, 2, 16
     MODEL = dict(width=16, depth=1, heads=2)
 else:
-    HORIZONS, STEPS, SEEDS, N_EVAL = [4, 8, 12], 400, 4, 64
+    HORIZONS, STEPS, SEEDS, N_EVAL = [6, 10, 14], 400, 4, 64  # Cov_16 read at H = 10, 14
     MODEL = dict(width=32, depth=2, heads=2)
 BATCH = 32
 NS = [2.0, 16.0]
@@ -129,7 +129,7 @@ axes[0].plot(Hs, 0.05 * Hs / 2 * np.log(2), "k--", label="0.05·(H/2)·log 2")
 axes[0].set(xlabel="H", ylabel="KL(π_D‖π̂)")
 for i, N in enumerate(NS):
     axes[1 + i].axhline(0.05, color="k", ls="--", label="mass of G_{H,2}")
-    axes[1 + i].set(xlabel="H", ylabel=f"Cov_{N:g}", ylim=(-0.01, None))
+    axes[1 + i].set(xlabel="H", ylabel=f"Cov_{N:g}")
 for ax in axes:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
@@ -149,3 +149,24 @@ for name in OPTIMIZERS:
     cov2 = [res[name, H][1][:, 0].mean() for H in HORIZONS]
     print(f"{name:10s} log-log slope of KL in H: {slope:.2f};  Cov_2 from H={HORIZONS[0]} to "
           f"H={HORIZONS[-1]}: {cov2[0]:.4f} -> {cov2[-1]:.4f}")
+
+# %% [markdown]
+# ## What one run of the default (non-CI) size showed
+#
+# One run, 2 shared CPU cores, 7.6 min wall (4.9 min CPU); H ∈ {6, 10, 14}, 400 steps,
+# batch 32, width 32, 2 layers, 2 heads, 4 seeds, 64 evaluation prompts per class; Adam at
+# 3e-3, normalized at η = 0.5, λ = 1. Mean over seeds:
+#
+# | H | KL Adam | KL normalized | Cov_2 Adam | Cov_2 norm. | Cov_16 Adam | Cov_16 norm. |
+# |---|---|---|---|---|---|---|
+# | 6 | 0.252 | 0.241 | 0.051 | 0.052 | 0.030 (2^{H/2} = 8 ≤ 16) | 0.034 |
+# | 10 | 0.449 | 0.468 | 0.055 | 0.053 | 0.046 | 0.045 |
+# | 14 | 0.603 | 0.620 | 0.057 | 0.065 | 0.052 | 0.051 |
+#
+# Both optimizers behave alike at this size: KL grows about linearly in H (log-log slope
+# 1.04 Adam, 1.13 normalized), about 2.5× the reference 0.05·(H/2)·log 2 (not converged);
+# Cov_2 and Cov_16 stay near G_{H,2}'s mass 0.05 (Cov_2 drifts up by 0.006 with Adam and
+# 0.013 with normalized updates from H = 6 to 14, with a seed sd of 0.012 for normalized
+# at H = 14). Far from convergence and with hand-picked step sizes, this says nothing about
+# which optimizer covers better at the paper's sizes.
+
