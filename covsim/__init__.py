@@ -23,7 +23,15 @@ from covsim.exact import (
     per_step_kl,
 )
 from covsim.metrics import MCEstimate, coverage, pass_at_k, pass_at_n, stopped_kl
-from covsim.models import LinearModel, TabularModel, log_prob, next_token_log_probs, sample, token_log_probs
+from covsim.models import (
+    LinearModel,
+    TabularModel,
+    log_prob,
+    next_token_log_probs,
+    pad_horizon,
+    sample,
+    token_log_probs,
+)
 
 __version__ = "0.1.0"
 
@@ -37,6 +45,7 @@ __all__ = [
     "token_log_probs",
     "next_token_log_probs",
     "sample",
+    "pad_horizon",
     "kl",
     "hellinger2",
     "inherent_variance",

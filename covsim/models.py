@@ -45,6 +45,7 @@ __all__ = [
     "step_log_probs",
     "log_prob",
     "sample",
+    "pad_horizon",
 ]
 
 
@@ -186,6 +187,47 @@ class LinearModel(eqx.Module):
 
 
 SequenceModel = TabularModel | LinearModel
+
+
+def pad_horizon(model: SequenceModel, horizon: int) -> SequenceModel:
+    r"""The same law extended to `horizon` positions by uniform next-token laws.
+
+    Positions :math:`h \ge H` get logits 0 (a tabular model) or features 0 (a linear model,
+    whatever θ), i.e. :math:`\pi(v\mid x,h,u) = 1/V` under every padded model. Two laws padded
+    to the same horizon agree there exactly, so each padded position adds exactly 0 to every
+    per-token log-ratio :math:`\log p - \log q`, per-step KL and Hellinger term; the padded
+    pair has the same sequence KL, Hellinger distance and coverage profile as the original
+    pair (arXiv 2510.15020 v2, Def. 1.1: the ratio :math:`p(y|x)/q(y|x)` is a product over
+    positions), and :func:`sample` draws the same first H tokens from the same key (keys
+    are split per position). The data tokens at padded positions carry no information:
+    pass ``horizon=H`` to :func:`covsim.fit_mle` to mask them.
+
+    Use: one compiled program for a sweep over H (every H padded to the largest; the true
+    H a traced argument). The cost is the work of the padded positions.
+
+    **Arguments:** `model` (:class:`TabularModel` or :class:`LinearModel`); `horizon` ≥
+    ``model.horizon`` (a Python int).
+
+    **Returns:** a model of the same type with ``horizon`` positions (a broadcast position
+    axis is materialized).
+    """
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < model.horizon:
+        raise ValueError(f"pad_horizon: horizon must be a Python int >= the model's horizon "
+                         f"H={model.horizon}, got {horizon!r}")
+    if horizon == model.horizon:
+        return model
+    extra = horizon - model.horizon
+
+    def pad(a):  # (P, H|1, U, V, ...) -> (P, horizon, U, V, ...) with zeros appended
+        full = jnp.broadcast_to(a, a.shape[:1] + (model.horizon,) + a.shape[2:])
+        return jnp.concatenate([full, jnp.zeros(a.shape[:1] + (extra,) + a.shape[2:], a.dtype)],
+                               axis=1)
+
+    if isinstance(model, LinearModel):
+        return LinearModel(pad(model.features), model.theta, horizon=horizon)
+    if isinstance(model, TabularModel):
+        return TabularModel(pad(model.logits), horizon=horizon)
+    raise TypeError(f"pad_horizon: expected a TabularModel or LinearModel, got {type(model).__name__}")
 
 
 def _logits(model: SequenceModel) -> Array:

@@ -183,6 +183,21 @@ def _check_box(box, dim: int, where: str):
     return lower, upper
 
 
+def _check_data_horizon(horizon, model_horizon: int, where: str):
+    """`horizon` (data positions): None, or an integer scalar in [0, H]; returned as an array."""
+    if horizon is None:
+        return None
+    arr = jnp.asarray(horizon)
+    if arr.shape != () or not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise ValueError(f"{where}: horizon must be an integer scalar, got {horizon!r}")
+    if is_concrete(arr):
+        if not 0 <= int(arr) <= model_horizon:
+            raise ValueError(f"{where}: horizon must lie in [0, H] = [0, {model_horizon}], got {int(arr)}")
+        return arr
+    return value_check(arr, (arr < 0) | (arr > model_horizon),
+                       f"{where}: horizon must lie in [0, H] = [0, {model_horizon}]")
+
+
 def _check_iteration_args(max_iter, tol, where: str) -> None:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"{where}: max_iter must be a Python int >= 1, got {max_iter!r}")
@@ -206,13 +221,15 @@ def _token_cells(ctx_shape, x: Array, y: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
-def _counts(ctx_shape, x, y, weights, dtype) -> Array:
+def _counts(ctx_shape, x, y, weights, dtype, data_horizon=None) -> Array:
     cells = _token_cells(ctx_shape, x, y)
     n, horizon = y.shape
     if weights is None:
         mass = jnp.ones((n, horizon), dtype)
     else:
         mass = jnp.broadcast_to(weights.astype(dtype)[:, None], (n, horizon))
+    if data_horizon is not None:  # tokens at positions >= data_horizon carry no weight
+        mass = jnp.where(jnp.arange(horizon)[None, :] < data_horizon, mass, jnp.zeros((), dtype))
     size = math.prod(ctx_shape)
     flat = jax.ops.segment_sum(mass.reshape(-1), cells.reshape(-1), num_segments=size)
     return flat.reshape(ctx_shape)
@@ -528,6 +545,7 @@ def fit_mle(
     tol=1e-10,
     return_diagnostics: bool = False,
     constraint=None,
+    horizon=None,
 ):
     r"""Maximum-likelihood estimate within the model's class (arXiv 2510.15020 v2, §2, Thm 4.1/4.2; THEORY.md §6.1).
 
@@ -578,6 +596,11 @@ def fit_mle(
     - `max_iter`: maximum number of Newton steps (static); `tol`: tolerance on the
       per-token projected-gradient residual.
     - `return_diagnostics`: also return a :class:`MLEDiagnostics`.
+    - `horizon`: only the first `horizon` positions of every sequence are data (an integer
+      in [0, H], may be traced; default all H): the tokens after it get weight 0. For a
+      model padded with :func:`covsim.pad_horizon`: ``fit_mle(pad_horizon(m, H_max), x, y,
+      horizon=H)`` equals ``fit_mle(m, x[:, :H], y[:, :H])`` (the padded contexts have no
+      counts and, for a linear model, zero features), with one compiled program for every H.
 
     **Returns:** the fitted model (same type, shapes and broadcast axes), or
     ``(model, MLEDiagnostics)`` when ``return_diagnostics=True``.
@@ -597,10 +620,11 @@ def fit_mle(
     if isinstance(model, LinearModel):
         model = check_model(model, where)  # NaN features or theta refused (also under jit/vmap)
     _check_iteration_args(max_iter, tol, where)
+    horizon = _check_data_horizon(horizon, model.horizon, where)
     dtype = _model_dtype(model)
     if isinstance(model, TabularModel):
         _check_positive_float(smoothing, "smoothing", where, allow_zero=True)
-        counts = _counts(model.logits.shape, x, y, weights, dtype)
+        counts = _counts(model.logits.shape, x, y, weights, dtype, horizon)
         fitted, diagnostics = _fit_tabular(model, counts, smoothing)
         return (fitted, diagnostics) if return_diagnostics else fitted
 
@@ -615,7 +639,7 @@ def fit_mle(
     else:
         _check_positive_float(radius, "radius", where)
         bounds = None
-    counts = _counts(tuple(model.features.shape[:4]), x, y, weights, dtype)
+    counts = _counts(tuple(model.features.shape[:4]), x, y, weights, dtype, horizon)
     fitted, diagnostics = _fit_linear_model(model, counts, bounds, radius, tol, max_iter=int(max_iter))
     return (fitted, diagnostics) if return_diagnostics else fitted
 
