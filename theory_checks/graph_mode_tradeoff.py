@@ -12,26 +12,27 @@ min-KL checkpoint's (the paper reads about 1.00 against 0.96).
 
 Mechanism (THEORY §8, [project] reading): a model blind to the hidden parity h(x) puts
 mass q₁ on G₁'s path and q₂ on G₂'s on every prompt; pre-training's optimum is
-q₁ = q₂ = 5/12 (ratio 2.4 on both classes), fine-tuning's is q₁ = 0.9, q₂ = 0.1 (ratio
-1.11 on G₁, 10 on G₂). For 2.4 < N < 10, Cov_N ≈ 0.9·P[q₁ ≤ 1/N] + 0.1·P[q₂ ≤ 1/N]:
-the G₁ term vanishes as q₁ grows, the G₂ term (0.1) enters once q₂ < 1/N; Pass@N =
-0.9·(1 − (1 − q₁)^N) + 0.1·(1 − (1 − q₂)^N) peaks in between (≈ 0.99 at q₁ = 0.7 for
-N = 8) and ends at 0.957 — so the KL-optimal end is not the Pass@8-best checkpoint.
+q₁ = q₂ = 5/12 (ratio 2.4 to the fine-tuning π_D on both classes), fine-tuning's is
+q₁ = 0.9, q₂ = 0.1 (ratio 1.11 on G₁, 10 on G₂). For 2.4 < N < 10,
+Cov_N ≈ 0.9·P[q₁ ≤ 1/N] + 0.1·P[q₂ ≤ 1/N]: the G₁ term vanishes as q₁ grows, the G₂
+term (0.1) enters once q₂ < 1/N; Pass@N = 0.9·(1 − (1 − q₁)^N) + 0.1·(1 − (1 − q₂)^N)
+peaks in between (≈ 0.99 at q₁ = 0.7 for N = 8) and ends at 0.957 — so the KL-optimal end
+is not the Pass@8-best checkpoint.
 
 Instance (``covsim.graphs.tradeoff_task``, CONSTRUCTIONS §16): L intermediate layers of 4
 nodes, two random doubled layers, compact prompts (2L + 4 tokens), responses = paths
 (L + 2 tokens). Model (``covsim.transformer``): GPT-2 style, pre-LN, GeLU, learned absolute
 positions, untied unembedding; AdamW (weight decay 0.01) at a fixed learning rate.
 Pre-training: on a fixed dataset of ``dataset`` prompts/responses drawn once per seed from
-the uniform mixture (minibatches drawn with replacement: ``covsim.transformer.train``'s
-``dataset=``). Fine-tuning: from the last pre-training model with a fresh AdamW state,
-online (fresh samples of (0.9, 0.1, 0) every step), ``ckpts`` evenly spaced checkpoints
-plus the start (c = 0). At every checkpoint, on ``n_eval`` fixed prompts per class drawn
-from the seed's key, every support path of π_D is scored (exact KL, Cov_N for
-N ∈ {2, 3, 4, 4.6, 5.7, 6} and Pass@N for N ∈ {4, 8, 12} with success y ∈ supp π_D), class
-means weighted by the fine-tuning weights. The tournament (THEORY §7.1,
-``covsim.selection.tournament``) sees only the checkpoints' log-likelihoods on ``n_heldout``
-fresh samples of the fine-tuning π_D; the min-KL pick is the oracle (exact KL).
+the uniform mixture (minibatches drawn from it with replacement). Fine-tuning: from the
+last pre-training model with a fresh AdamW state, online (fresh samples of (0.9, 0.1, 0)
+every step), ``ft_ckpts`` evenly spaced checkpoints plus the start (c = 0). At every
+checkpoint, on the same ``n_eval`` fresh prompts of the fine-tuning mixture, every support
+path of π_D is scored (exact KL, Cov_N for N ∈ {2, 3, 4, 4.6, 5.7, 6} and Pass@N for
+N ∈ {4, 8, 12} with success y ∈ supp π_D); class means are combined with the fine-tuning
+weights (stratified). The tournament (THEORY §7.1, ``covsim.selection.tournament``) sees
+only the checkpoints' log-likelihoods on ``n_heldout`` other fresh samples of the
+fine-tuning π_D; the min-KL pick is the oracle (exact KL).
 
 Rules (declared before any run; paired over the same seeds; S seeds, c = 0..C):
 
@@ -59,13 +60,51 @@ improves and the ``dips_then_rises`` rules must fail. It shares the main run's s
 (``paired_over=("variant",)``) and so its pre-trained models (cached within a process).
 
 Sizes: tiny (test suite): L = 3, a one-layer width-16 model, 40 + 20 steps — not
-meaningful; the control fails because nothing moves (Cov_N = 1 throughout).
-quick: see ``_SIZES`` (measured below). full: the paper's sizes (6 layers, width 384, 4
-heads, L = 8, fixed dataset 8 × 64,000, 200k pre-training steps at lr 1e-4, 50k fine-tuning
-steps at lr 5e-6, batch 128, 16 seeds, 1024 prompts per class, 2048 held-out samples), for
-an accelerator only.
+meaningful (Cov_N = 1 throughout; ≈ 20 s for both runs, the control reusing the main run's
+compiled functions and pre-trained models). quick: L = 4, width 32, 3 layers, 2 heads,
+batch 32; fixed dataset of 8000, 1500 pre-training steps at lr 3e-3; 600 fine-tuning steps at
+lr 3e-5, 12 checkpoints (every 50 steps); 640 eval prompts, 512 held-out samples; 8 seeds.
+(At the fine-tuning lr 3e-4 the whole trade-off happened inside the first 50 steps — q₂ 0.42
+→ 0.06 — so no checkpoint saw it; the paper's fine-tuning lr is 1/20 of its pre-training lr.)
+full: the paper's sizes (6 layers, width 384, 4 heads, L = 8, fixed dataset 8 × 64,000,
+200k pre-training steps at lr 1e-4, 50k fine-tuning steps at lr 5e-6 with 25 checkpoints,
+batch 128, 16 seeds, 8192 eval prompts, 2048 held-out samples), for an accelerator only
+(not run).
 
-Measured: (filled in below after the quick run).
+Implementation: training runs in chunks of K = ft_steps / ft_ckpts AdamW steps (one
+compiled ``lax.scan`` shared by pre-training, fine-tuning and the control; the learning rate
+is data), seeds vmapped and sharded (``shard_seeds``). Fine-tuning is online: each chunk's
+K·batch samples are fresh. The pre-training dataset is the paper's protocol; its minibatches
+are drawn with replacement (the paper does not say how it iterates).
+
+Measured (``--quick``, 2 CPU cores shared with other jobs, load ≈ 5: 310 s wall, 209 s CPU;
+control 239 s wall, its own pre-training included): **fails**, on one level. Pre-training
+ends at loss 1.33 (the h-blind optimum is 1.14) with q₁ = 0.33, q₂ = 0.37 (medians).
+Along fine-tuning q₁ rises 0.33 → 0.47 → 0.58 → … → 0.82 and q₂ falls 0.37 → 0.25 → 0.18
+→ … → 0.055 (overshooting the h-blind optimum 0.1; KL 1.19 → 0.50, still falling).
+
+- ``kl_decreases`` holds (−0.71 [−0.83, −0.60]); ``kl_monotone`` holds (0 of 12).
+- ``cov4.6_dips_then_rises`` holds (0.037 [0.022, 0.052]): medians 0.17 → 0.066 (c = 1) →
+  0.10; ``cov5.7`` holds (0.043 [0.021, 0.065]): 0.097 → 0.036 → 0.098.
+- ``cov4_dips_then_rises`` inconclusive (0.019 [0.007, 0.030] straddles 0.01): 0.27 → 0.089
+  (c = 1, 2) → 0.10 — the dip lasts about 100 steps, one or two checkpoints.
+- ``cov3_dips_then_rises`` **fails** (0.001 [−0.001, 0.003]): Cov_3 falls 0.49 → 0.19 →
+  0.11 → 0.10 and stays. The G₂ term (q₂ < 1/3, already at c = 1) enters before the G₁ term
+  (q₁ ≤ 1/3 on some G₁ prompts) has gone, so there is no interior minimum. The mechanism
+  above predicts this near N = 2.4: with q₁ + q₂ ≈ 0.8, both exceed 1/3 only while q₂ lies in
+  (1/3, ≈ 0.47), and the pre-trained start already has q₂ near 1/3. The dip at N = 3 was not
+  seen at this size; N = 4.6 and 5.7 show it.
+- ``pass8_tracks_cov`` holds (1.16 [0.89, 1.42]) and ``pass12_tracks_cov`` holds (1.65
+  [1.47, 1.84]). Pass@8 peaks at 0.968 (c = 2) and ends at 0.934; Pass@12 0.985 → 0.945;
+  Spearman(Pass@N, −KL) is negative, because KL keeps falling after Pass@N has peaked.
+  Pass@4 (an observation) rises to 0.92 and stays: difference 0.03.
+- ``pass8_tournament_vs_minkl`` holds (+0.030 [0.028, 0.033]): the level-4 tournament picks
+  c = 1 or 2 (Pass@8 0.967) on every seed, min-KL picks the last checkpoint (0.936) — the
+  paper's 1.00 against 0.96.
+
+Control (quick): **fails** as it must. All four ``dips_then_rises`` rules fail (≈ 0 ±
+0.004: Cov_3 0.20 → 0.054, Cov_5.7 0.028 → 0.0001, falling throughout), and so does
+``pass8_tracks_cov``. KL still falls (0.48 → 0.39), and Pass@N = 1 at every checkpoint.
 """
 
 from __future__ import annotations
@@ -126,7 +165,7 @@ _SIZES = {
     "tiny": dict(L=3, width=16, depth=1, heads=2, batch=16, dataset=256, pre_steps=40, pre_lr=3e-3,
                  ft_steps=20, ft_ckpts=5, ft_lr=3e-4, n_eval=64, n_heldout=64),
     "quick": dict(L=4, width=32, depth=3, heads=2, batch=32, dataset=8000, pre_steps=1500, pre_lr=3e-3,
-                  ft_steps=600, ft_ckpts=12, ft_lr=3e-4, n_eval=640, n_heldout=512),
+                  ft_steps=600, ft_ckpts=12, ft_lr=3e-5, n_eval=640, n_heldout=512),
     "full": dict(L=8, width=384, depth=6, heads=4, batch=128, dataset=512000, pre_steps=200000,
                  pre_lr=1e-4, ft_steps=50000, ft_ckpts=25, ft_lr=5e-6, n_eval=8192, n_heldout=2048),
 }
@@ -286,21 +325,37 @@ def _pretrain(cell: dict, key, num_seeds: int):
     return out
 
 
+_BLOCK = 256
+"""Prompts scored per block (``lax.map``): bounds the forward pass's memory at the full size."""
+
+
+def _blocks(v, blk):
+    return v.reshape((v.shape[0] // blk, blk) + v.shape[1:])
+
+
 @eqx.filter_jit
 def _score(params, static, ev, held):
     """Per seed: class sums (S, 3, ...) of the exact per-prompt metrics on the eval prompts
     (every support path scored in one pass, ``covsim.transformer.metrics_from_support``, levels
     ``_LEVELS``), the class counts (S, 3), and the held-out log-likelihoods (S, n_heldout)."""
     logN = jnp.log(jnp.asarray(_LEVELS))
+    n_eval, n_held = ev["x"].shape[1], held["x"].shape[1]
+    be, bh = math.gcd(n_eval, _BLOCK), math.gcd(n_held, _BLOCK)
 
     def one(p, e, h):
         m = eqx.combine(p, static)
-        n, S, R = e["paths"].shape
-        lq = T.log_probs(m, jnp.repeat(e["x"], S, 0), e["paths"].reshape(n * S, R)).reshape(n, S)
-        met = T.metrics_from_support(e["lp"], lq, logN)
-        onehot = jax.nn.one_hot(e["cls"], 3)
-        sums = {k: jnp.tensordot(onehot, v, axes=(0, 0)) for k, v in met.items() if k != "log_ratio"}
-        return sums, onehot.sum(0), T.log_probs(m, h["x"], h["y"])
+
+        def block(b):
+            n, S, R = b["paths"].shape
+            lq = T.log_probs(m, jnp.repeat(b["x"], S, 0), b["paths"].reshape(n * S, R)).reshape(n, S)
+            met = T.metrics_from_support(b["lp"], lq, logN)
+            onehot = jax.nn.one_hot(b["cls"], 3)
+            return {k: jnp.tensordot(onehot, v, axes=(0, 0)) for k, v in met.items() if k != "log_ratio"}
+
+        sums = jax.tree_util.tree_map(lambda v: v.sum(0),
+                                      jax.lax.map(block, {k: _blocks(v, be) for k, v in e.items()}))
+        ll = jax.lax.map(lambda b: T.log_probs(m, b["x"], b["y"]), {k: _blocks(v, bh) for k, v in h.items()})
+        return sums, jax.nn.one_hot(e["cls"], 3).sum(0), ll.reshape(-1)
 
     return jax.vmap(one)(params, ev, held)
 
