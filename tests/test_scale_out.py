@@ -129,6 +129,22 @@ def test_real_checks_do_not_depend_on_device_count(tmp_path):
         assert json.loads((four / name / "config.json").read_text())["jax"]["device_count"] == 4
 
 
+def test_every_seed_split_in_the_checks_is_marked():
+    """Every `jax.random.split(key, num_seeds)` in theory_checks/ lays its seeds out over the
+    devices (shard_seeds), so no check silently runs on one device of several."""
+    # misspecification runs its seeds in sequential batches of 16 (lax.map, to bound memory
+    # at n_max): one device by design
+    sequential = {"misspecification.py"}
+    unmarked = []
+    for path in sorted((ROOT / "theory_checks").glob("*.py")):
+        if path.name in sequential:
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if "jax.random.split(key, num_seeds)" in line and "shard_seeds(" not in line:
+                unmarked.append(f"{path.name}:{i}")
+    assert not unmarked, unmarked
+
+
 # the CLI with --coordinator: the toy registered in place of the real registry
 TOY_CLI = TOY_DEF + '''
 from covsim.experiments import registry

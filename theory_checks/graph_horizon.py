@@ -83,6 +83,7 @@ from covsim import graphs as G
 from covsim import transformer as T
 from covsim.experiments.check import Analysis, Check, Control
 from covsim.experiments.rules import Evidence, Observation, Rule
+from covsim.experiments.sharding import shard_seeds
 from covsim.experiments.stats import loglog_slope
 
 N_VALUES = (2.0, 3.0)
@@ -163,7 +164,7 @@ def _cell_fn(cell: dict, num_seeds: int):
             lq = T.uniform_mixture_log_probs(task, paths, lp, float(cell["eps"]))
             return _class_means(T.metrics_from_support(lp, lq, logN), n_eval)
 
-        return task, jax.jit(lambda key: (jax.vmap(per_seed)(jax.random.split(key, num_seeds)), None))
+        return task, jax.jit(lambda key: (jax.vmap(per_seed)(shard_seeds(jax.random.split(key, num_seeds))), None))
 
     def per_seed(k):
         ki, kt = jax.random.split(k)
@@ -182,7 +183,7 @@ def _cell_fn(cell: dict, num_seeds: int):
         out.update(_teacher_forced_doubled(m, task, g2, x[c2], paths[c2], lp[c2]))
         return out, losses
 
-    return task, jax.jit(lambda key: jax.vmap(per_seed)(jax.random.split(key, num_seeds)))
+    return task, jax.jit(lambda key: jax.vmap(per_seed)(shard_seeds(jax.random.split(key, num_seeds))))
 
 
 def run_cell(cell: dict, key, num_seeds: int) -> dict:
