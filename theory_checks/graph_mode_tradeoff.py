@@ -63,13 +63,14 @@ Sizes: tiny (test suite): L = 3, a one-layer width-16 model, 40 + 20 steps — n
 meaningful (Cov_N = 1 throughout; ≈ 20 s for both runs, the control reusing the main run's
 compiled functions and pre-trained models). quick: L = 4, width 32, 3 layers, 2 heads,
 batch 32; fixed dataset of 8000, 1500 pre-training steps at lr 3e-3; 600 fine-tuning steps at
-lr 3e-5, 12 checkpoints (every 50 steps); 640 eval prompts, 512 held-out samples; 8 seeds.
+lr 3e-5, 24 checkpoints (every 25 steps); 640 eval prompts, 512 held-out samples; 8 seeds.
 (At the fine-tuning lr 3e-4 the whole trade-off happened inside the first 50 steps — q₂ 0.42
-→ 0.06 — so no checkpoint saw it; the paper's fine-tuning lr is 1/20 of its pre-training lr.)
+→ 0.06 — so no checkpoint saw it; the paper's fine-tuning lr is 1/20 of its pre-training lr.
+The dip lasts ≈ 100 steps, hence checkpoints every 25.)
 full: the paper's sizes (6 layers, width 384, 4 heads, L = 8, fixed dataset 8 × 64,000,
 200k pre-training steps at lr 1e-4, 50k fine-tuning steps at lr 5e-6 with 25 checkpoints,
 batch 128, 16 seeds, 8192 eval prompts, 2048 held-out samples), for an accelerator only
-(not run).
+(not run; no device was available to this session).
 
 Implementation: training runs in chunks of K = ft_steps / ft_ckpts AdamW steps (one
 compiled ``lax.scan`` shared by pre-training, fine-tuning and the control; the learning rate
@@ -77,34 +78,46 @@ is data), seeds vmapped and sharded (``shard_seeds``). Fine-tuning is online: ea
 K·batch samples are fresh. The pre-training dataset is the paper's protocol; its minibatches
 are drawn with replacement (the paper does not say how it iterates).
 
-Measured (``--quick``, 2 CPU cores shared with other jobs, load ≈ 5: 310 s wall, 209 s CPU;
-control 239 s wall, its own pre-training included): **fails**, on one level. Pre-training
-ends at loss 1.33 (the h-blind optimum is 1.14) with q₁ = 0.33, q₂ = 0.37 (medians).
-Along fine-tuning q₁ rises 0.33 → 0.47 → 0.58 → … → 0.82 and q₂ falls 0.37 → 0.25 → 0.18
-→ … → 0.055 (overshooting the h-blind optimum 0.1; KL 1.19 → 0.50, still falling).
+Measured (``--quick``, 2 shared CPU cores: 131 s wall, 205 s CPU; control 132 s, its own
+pre-training included): **fails**, on N = 3; N = 4, 4.6 and 5.7 are inconclusive.
+Pre-training ends at loss 1.32 (h-blind optimum 1.14) with q₁ = 0.39, q₂ = 0.33 (medians).
+Along fine-tuning q₁ rises 0.39 → 0.47 → 0.53 → … → 0.83 and q₂ falls 0.33 → 0.27 → 0.22 →
+… → 0.061 (below the h-blind optimum 0.1; KL 1.03 → 0.46, still falling).
 
-- ``kl_decreases`` holds (−0.71 [−0.83, −0.60]); ``kl_monotone`` holds (0 of 12).
-- ``cov4.6_dips_then_rises`` holds (0.037 [0.022, 0.052]): medians 0.17 → 0.066 (c = 1) →
-  0.10; ``cov5.7`` holds (0.043 [0.021, 0.065]): 0.097 → 0.036 → 0.098.
-- ``cov4_dips_then_rises`` inconclusive (0.019 [0.007, 0.030] straddles 0.01): 0.27 → 0.089
-  (c = 1, 2) → 0.10 — the dip lasts about 100 steps, one or two checkpoints.
-- ``cov3_dips_then_rises`` **fails** (0.001 [−0.001, 0.003]): Cov_3 falls 0.49 → 0.19 →
-  0.11 → 0.10 and stays. The G₂ term (q₂ < 1/3, already at c = 1) enters before the G₁ term
+- ``kl_decreases`` holds (−0.62 [−0.79, −0.46]); ``kl_monotone`` holds (0 of 24).
+- ``cov3_dips_then_rises`` **fails** (0.003 [−0.001, 0.006]): Cov_3 falls 0.36 → 0.22 → 0.14
+  → … → 0.10 and stays. The G₂ term (q₂ < 1/3 from the start) is in before the G₁ term
   (q₁ ≤ 1/3 on some G₁ prompts) has gone, so there is no interior minimum. The mechanism
-  above predicts this near N = 2.4: with q₁ + q₂ ≈ 0.8, both exceed 1/3 only while q₂ lies in
-  (1/3, ≈ 0.47), and the pre-trained start already has q₂ near 1/3. The dip at N = 3 was not
-  seen at this size; N = 4.6 and 5.7 show it.
-- ``pass8_tracks_cov`` holds (1.16 [0.89, 1.42]) and ``pass12_tracks_cov`` holds (1.65
-  [1.47, 1.84]). Pass@8 peaks at 0.968 (c = 2) and ends at 0.934; Pass@12 0.985 → 0.945;
-  Spearman(Pass@N, −KL) is negative, because KL keeps falling after Pass@N has peaked.
-  Pass@4 (an observation) rises to 0.92 and stays: difference 0.03.
-- ``pass8_tournament_vs_minkl`` holds (+0.030 [0.028, 0.033]): the level-4 tournament picks
-  c = 1 or 2 (Pass@8 0.967) on every seed, min-KL picks the last checkpoint (0.936) — the
-  paper's 1.00 against 0.96.
+  above predicts this near N = 2.4: with q₁ + q₂ ≈ 0.7–0.9, both exceed 1/3 only while q₂ is
+  in (1/3, ≈ 0.5), and the pre-trained start has q₂ near 1/3 already.
+- ``cov4`` 0.018 [0.003, 0.034], ``cov4.6`` 0.020 [−0.000, 0.040], ``cov5.7`` 0.025
+  [0.001, 0.049]: inconclusive (each straddles 0.01). Medians: Cov_4 0.17 → 0.094 (c = 3)
+  → 0.10; Cov_4.6 0.11 → 0.076 (c = 1) → 0.10; Cov_5.7 0.061 → 0.047 (c = 1) → 0.099.
+  The dip is there in the medians but shallow: its depth is the start's coverage, i.e. how
+  far the under-trained pre-trained model sits from q = 5/12, which varies by seed.
+- ``pass8_tracks_cov`` holds (1.19 [0.80, 1.59]) and ``pass12_tracks_cov`` holds (1.66
+  [1.51, 1.82]): Pass@8 peaks at 0.967 (c = 3) and ends at 0.938, Pass@12 0.984 (c = 1) →
+  0.950, while KL keeps falling, so Spearman(Pass@N, −KL) is negative. Pass@4 (an
+  observation) rises to 0.92 and stays: difference 0.06.
+- ``pass8_tournament_vs_minkl`` holds (+0.028 [0.023, 0.033]): the level-4 tournament picks
+  c = 2–5 (Pass@8 0.966), min-KL always the last checkpoint (0.938) — the paper's 1.00
+  against 0.96.
 
-Control (quick): **fails** as it must. All four ``dips_then_rises`` rules fail (≈ 0 ±
-0.004: Cov_3 0.20 → 0.054, Cov_5.7 0.028 → 0.0001, falling throughout), and so does
-``pass8_tracks_cov``. KL still falls (0.48 → 0.39), and Pass@N = 1 at every checkpoint.
+With ``--seeds 16`` (the same cell keys, 8 more seeds; 467 s wall, 392 s CPU, under load)
+the three inconclusive levels hold: N = 4 0.019 [0.010, 0.027], N = 4.6 0.028 [0.016, 0.040],
+N = 5.7 0.034 [0.021, 0.047]; N = 3 still fails (0.002 [0.000, 0.004]), the other rules hold
+(tournament +0.028 [0.025, 0.030]); verdict *fails* on N = 3 alone. So at this size the
+dip-then-rise shows for N ≥ 4 given 16 seeds; at N = 3 it was not seen at any setting tried.
+
+An earlier run with 12 checkpoints (every 50 steps; other cell keys, so other pre-trained
+models: q₁ = 0.33, q₂ = 0.37 at the start) gave the same picture with deeper dips: N = 3
+fails (0.001 [−0.001, 0.003]), N = 4 inconclusive (0.019 [0.007, 0.030]), N = 4.6 holds
+(0.037 [0.022, 0.052]), N = 5.7 holds (0.043 [0.021, 0.065]); the other rules hold
+(tournament +0.030 [0.028, 0.033]).
+
+Control (quick): **fails** as it must. All four ``dips_then_rises`` rules fail (≤ 0.003, CIs
+below 0.01: Cov_3 0.21 → 0.027, Cov_5.7 0.057 → 0, falling throughout), and so does
+``pass8_tracks_cov``; KL still falls (0.50 → 0.36) and Pass@N = 1 at every checkpoint.
 """
 
 from __future__ import annotations
@@ -165,7 +178,7 @@ _SIZES = {
     "tiny": dict(L=3, width=16, depth=1, heads=2, batch=16, dataset=256, pre_steps=40, pre_lr=3e-3,
                  ft_steps=20, ft_ckpts=5, ft_lr=3e-4, n_eval=64, n_heldout=64),
     "quick": dict(L=4, width=32, depth=3, heads=2, batch=32, dataset=8000, pre_steps=1500, pre_lr=3e-3,
-                  ft_steps=600, ft_ckpts=12, ft_lr=3e-5, n_eval=640, n_heldout=512),
+                  ft_steps=600, ft_ckpts=24, ft_lr=3e-5, n_eval=640, n_heldout=512),
     "full": dict(L=8, width=384, depth=6, heads=4, batch=128, dataset=512000, pre_steps=200000,
                  pre_lr=1e-4, ft_steps=50000, ft_ckpts=25, ft_lr=5e-6, n_eval=8192, n_heldout=2048),
 }
