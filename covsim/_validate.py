@@ -26,7 +26,7 @@ values is compiled again in every new process, however warm the cache. The switc
   covsim.runtime_checks(False): ...`` sets it for the block),
 
 leaves the traced checks out of programs traced while it is off: no callback, so the program
-is cacheable (and a little smaller and faster). The trade-off: a bad *traced* value (NaN
+is cacheable. The trade-off: a bad *traced* value (NaN
 logits, tokens out of range, a μ that does not sum to 1 inside ``jit``/``vmap``) then goes
 undetected and gives a wrong or NaN result instead of an error. Eager checks (concrete values,
 shapes, dtypes, Python arguments) are unaffected: they always raise ``ValueError``. The

@@ -599,7 +599,7 @@ def fit_mle(
     - `horizon`: only the first `horizon` positions of every sequence are data (an integer
       in [0, H], may be traced; default all H): the tokens after it get weight 0. For a
       model padded with :func:`covsim.pad_horizon`: ``fit_mle(pad_horizon(m, H_max), x, y,
-      horizon=H)`` equals ``fit_mle(m, x[:, :H], y[:, :H])`` (the padded contexts have no
+      horizon=H)`` equals ``fit_mle(m, x, y[:, :H])`` (the padded contexts have no
       counts and, for a linear model, zero features), with one compiled program for every H.
 
     **Returns:** the fitted model (same type, shapes and broadcast axes), or
