@@ -135,6 +135,27 @@ def _enable_compile_cache(args) -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def _set_runtime_checks(args) -> None:
+    """Inside the checks' compiled programs, covsim's traced value checks (``eqx.error_if``,
+    a host callback) are off unless ``--runtime-checks`` or ``COVSIM_RUNTIME_CHECKS`` asks
+    for them: JAX never stores a program holding a host callback in its persistent cache,
+    and the checks' inputs are built by validated constructions (eager checks always run).
+    The runner refuses a NaN metric either way."""
+    import covsim
+    from covsim._validate import _env_flag
+
+    env = os.environ.get("COVSIM_RUNTIME_CHECKS", "")
+    if getattr(args, "runtime_checks", False):
+        covsim.runtime_checks(True)
+    elif env.strip() == "":
+        covsim.runtime_checks(False)
+    else:
+        try:
+            covsim.runtime_checks(_env_flag(env))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+
 def _print_plan(names: list[str], args, many: bool) -> int:
     """--plan: cells, seeds and an estimate per check; nothing runs, nothing is written."""
     from covsim.experiments.runner import plan_check
@@ -211,6 +232,7 @@ def _cmd_check(args) -> int:
     if args.plan:
         return _print_plan(names, args, many)
     _enable_compile_cache(args)
+    _set_runtime_checks(args)
     lead = _start_processes(args)
     for name in names:
         if lead:
@@ -312,6 +334,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --coordinator: how many processes")
     c.add_argument("--process-id", type=int, default=None, metavar="I",
                    help="with --coordinator: this process's index, 0..K-1")
+    c.add_argument("--runtime-checks", action="store_true",
+                   help="compile covsim's traced value checks into the checks' programs (off by "
+                        "default in the CLI: such programs are never stored in the compile cache; "
+                        "COVSIM_RUNTIME_CHECKS=1 does the same)")
     c.add_argument("--no-compile-cache", action="store_true",
                    help="do not use the persistent JAX compilation cache "
                         "(also: COVSIM_NO_COMPILE_CACHE=1)")

@@ -52,3 +52,16 @@ def brute_force(p, q, mu):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def runtime_checks_stay_on(monkeypatch):
+    """The CLI switches covsim's traced value checks off unless COVSIM_RUNTIME_CHECKS is set;
+    in-process CLI calls must not switch them off for the rest of the suite (a jitted
+    function traced without them would keep that trace). Restored after every test."""
+    monkeypatch.setenv("COVSIM_RUNTIME_CHECKS", "1")
+    from covsim._validate import runtime_checks_enabled
+
+    before = runtime_checks_enabled()
+    yield
+    covsim.runtime_checks(before)

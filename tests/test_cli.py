@@ -240,3 +240,33 @@ def test_plan_prints_cells_seeds_and_estimate_without_running(registry, tmp_path
     assert main(["check", "good", "--full", "--plan", "--out", str(out)]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("good"))
     assert "s serial, from 6 seed-runs" in line
+
+
+def test_cli_turns_traced_value_checks_off_unless_asked(registry, monkeypatch, tmp_path):
+    """Off by default in the CLI (cacheable programs), on with --runtime-checks or
+    COVSIM_RUNTIME_CHECKS; config.json records which."""
+    import covsim
+    from covsim._validate import runtime_checks_enabled
+
+    monkeypatch.delenv("COVSIM_RUNTIME_CHECKS")
+    assert main(["check", "good", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert runtime_checks_enabled() is False
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["jax"]["runtime_checks"] is False
+    assert main(["check", "good", "--out", str(tmp_path / "b"), "--quiet", "--runtime-checks"]) == 0
+    assert runtime_checks_enabled() is True
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["jax"]["runtime_checks"] is True
+    covsim.runtime_checks(False)
+    monkeypatch.setenv("COVSIM_RUNTIME_CHECKS", "on")  # the environment's choice is kept
+    assert main(["check", "good", "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert runtime_checks_enabled() is True
+    monkeypatch.setenv("COVSIM_RUNTIME_CHECKS", "maybe")
+    assert main(["check", "good", "--out", str(tmp_path / "d"), "--quiet"]) == EXIT_USAGE
+
+
+def test_a_nan_metric_is_a_crash_not_a_result(registry, tmp_path, capsys):
+    def run_cell(cell, key, num_seeds):
+        return {"v": jnp.full((num_seeds,), jnp.nan)}
+
+    registry["good"] = Check(**{**registry["good"].__dict__, "run_cell": run_cell})
+    assert main(["check", "good", "--out", str(tmp_path), "--quiet"]) == EXIT_CRASH
+    assert "NaN is never a result" in capsys.readouterr().err

@@ -50,6 +50,7 @@ from covsim.experiments.check import (
     to_jsonable,
 )
 from covsim.experiments.results import ResultTable, atomic_write_json, read_json
+from covsim._validate import runtime_checks_enabled
 
 __all__ = [
     "run_check",
@@ -138,6 +139,7 @@ def _jax_info(used: list | None = None) -> dict:
         "process_count": jax.process_count(),
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        "runtime_checks": runtime_checks_enabled(),  # covsim's traced value checks compiled in
     }
 
 
@@ -340,6 +342,13 @@ def _validate_metrics(check: Check, cell: dict, raw: Any, seeds: int) -> dict[st
             )
         if name == "seed" or name in cell:
             raise ValueError(f"{check.name}: metric name {name!r} clashes with a cell parameter")
+        if np.issubdtype(arr.dtype, np.inexact) and np.isnan(arr).any():
+            raise ValueError(
+                f"{check.name}.run_cell metric {name!r} is NaN for seed(s) "
+                f"{np.flatnonzero(np.isnan(arr)).tolist()[:8]} of cell {cell}: NaN is never a "
+                "result (+inf can be). If covsim's run-time value checks were off (the CLI's "
+                "default), rerun with --runtime-checks to find the value that caused it"
+            )
         out[name] = arr
     return out
 
