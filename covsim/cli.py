@@ -179,8 +179,9 @@ def _print_plan(names: list[str], args, many: bool) -> int:
                 print("    " + " ".join(f"{k}={v}" for k, v in cell.items()))
             if len(cells) > 12:
                 print(f"    … and {len(cells) - 12} more cells")
-    print("(estimates scale the seconds per seed-run of the earlier run, compile included; "
-          "vectorised seeds and accelerators usually do better)")
+    print("(estimates scale the seconds per seed-run of the earlier run, compile included: "
+          "too low where the planned cells are larger than the earlier run's — more steps, "
+          "longer H, wider models —, too high where seeds vectorise or an accelerator helps)")
     return EXIT_HOLDS
 
 
