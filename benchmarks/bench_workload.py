@@ -217,6 +217,15 @@ def numpy_pipeline(seeds=SEEDS, token_level=False):
     import numpy as np
     import scipy.optimize
 
+    def minimize_in_ball(neg):
+        """SLSQP on ``neg`` (value, gradient) over the ball ‖θ‖ ≤ RADIUS from θ = 0."""
+        res = scipy.optimize.minimize(
+            neg, np.zeros(D), jac=True, method="SLSQP",
+            constraints=[{"type": "ineq", "fun": lambda t: RADIUS**2 - t @ t,
+                          "jac": lambda t: -2 * t}],
+            options={"ftol": 1e-14, "maxiter": 200})
+        return res.x, res.nit
+
     def log_softmax(z):
         m = z.max(-1, keepdims=True)
         return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
@@ -252,12 +261,7 @@ def numpy_pipeline(seeds=SEEDS, token_level=False):
             grad = np.einsum("cv,cvd->d", c - tot[:, None] * np.exp(lp), phi)
             return -np.sum(c * lp) / mass, -grad / mass
 
-        res = scipy.optimize.minimize(
-            neg, np.zeros(D), jac=True, method="SLSQP",
-            constraints=[{"type": "ineq", "fun": lambda t: RADIUS**2 - t @ t,
-                          "jac": lambda t: -2 * t}],
-            options={"ftol": 1e-14, "maxiter": 200})
-        return res.x, res.nit
+        return minimize_in_ball(neg)
 
     def fit_tokens(features, x, y):
         """The same constrained MLE on the token-level log-likelihood Σ_i Σ_h log π(y_ih|…)
@@ -273,12 +277,7 @@ def numpy_pipeline(seeds=SEEDS, token_level=False):
             grad = np.einsum("nhv,nhvd->d", onehot - np.exp(lp), phi)
             return -np.sum(np.take_along_axis(lp, y[..., None], -1)) / mass, -grad / mass
 
-        res = scipy.optimize.minimize(
-            neg, np.zeros(D), jac=True, method="SLSQP",
-            constraints=[{"type": "ineq", "fun": lambda t: RADIUS**2 - t @ t,
-                          "jac": lambda t: -2 * t}],
-            options={"ftol": 1e-14, "maxiter": 200})
-        return res.x, res.nit
+        return minimize_in_ball(neg)
 
     def kl(lp, lq, mu):
         H = lp.shape[1]

@@ -109,7 +109,13 @@ def test_metrics_do_not_depend_on_device_count(tmp_path):
 # more real checks that opt in: the first tiny cell of each, 10 seeds (uneven over 4 devices)
 OTHER_CHECKS = ("horizon", "convex_class", "missing_mass")
 OTHERS = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
 from covsim.experiments import registry
+from covsim.experiments.check import Check
+from covsim.experiments.runner import run_check
+out = sys.argv[1]
 for name in %r:
     chk = registry.load(name)
     first = chk.grid("tiny")[:1]
@@ -120,10 +126,9 @@ for name in %r:
 
 def test_real_checks_do_not_depend_on_device_count(tmp_path):
     """horizon, convex_class, missing_mass: one cell each, 1 device vs 4 simulated ones."""
-    head = TOY_DEF.split("def one")[0] + "from covsim.experiments.check import Check\nout = sys.argv[1]\n"
     one, four = tmp_path / "one", tmp_path / "four"
-    _run(head + OTHERS, str(one), devices=1)
-    _run(head + OTHERS, str(four), devices=4)
+    _run(OTHERS, str(one), devices=1)
+    _run(OTHERS, str(four), devices=4)
     for name in OTHER_CHECKS:
         _assert_same_metrics(one / name, four / name)
         assert json.loads((four / name / "config.json").read_text())["jax"]["device_count"] == 4

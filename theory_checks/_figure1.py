@@ -22,6 +22,7 @@ Everything here is exact per checkpoint: KL by :func:`covsim.kl`, Pass@N by
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache, partial
 
 import equinox as eqx
@@ -36,6 +37,7 @@ from covsim.fit.sgd import SGDConfig, train
 from covsim.instances._base import Box
 from covsim.instances.selection import mode_tradeoff
 from covsim.selection import heldout_logliks, select_min_cross_entropy, select_min_kl, tournament
+from covsim.experiments.rules import t_quantile
 from covsim.experiments.sharding import shard_seeds
 
 COV_N = (2.0, 4.0, 4.6, 5.7, 6.0, 8.0, 16.0)
@@ -265,6 +267,21 @@ def picks(thetas, keys, *, levels, num_heldout=HELDOUT, scramble=False):
     fn = jax.vmap(lambda th, k: _picks(th, k, truth, num_heldout=int(num_heldout),
                                        levels=tuple(float(v) for v in levels), scramble=bool(scramble)))
     return {name: np.asarray(v) for name, v in fn(thetas, keys).items()}
+
+
+# ---------------------------------------------------------------------------
+# per-step paired intervals
+
+
+def paired_t(diff, level=0.95):
+    """Mean and Student-t CI of per-seed differences along the last axis (rows: steps,
+    columns: seeds); with one seed the interval has zero width."""
+    s = diff.shape[-1]
+    mean = diff.mean(axis=-1)
+    if s < 2:
+        return mean, mean, mean
+    half = t_quantile(0.5 + level / 2, s - 1) * diff.std(axis=-1, ddof=1) / math.sqrt(s)
+    return mean, mean - half, mean + half
 
 
 # ---------------------------------------------------------------------------

@@ -134,10 +134,10 @@ import optax
 from covsim import graphs as G
 from covsim import transformer as T
 from covsim.experiments.check import Analysis, Check, Control
-from covsim.experiments.rules import Evidence, Observation, Rule, t_quantile
+from covsim.experiments.rules import Evidence, Observation, Rule
 from covsim.experiments.sharding import shard_seeds
 from covsim.selection import tournament
-from theory_checks._figure1 import spearman
+from theory_checks._figure1 import paired_t, spearman
 
 COV_N = (2.0, 3.0, 4.0, 4.6, 5.7, 6.0)
 PASS_N = (4.0, 8.0, 12.0)
@@ -457,15 +457,6 @@ def per_checkpoint(table, kind: str, level: float | None = None) -> np.ndarray:
     return np.stack([table.column(_name(kind, c, level)).astype(float) for c in cs])
 
 
-def _paired_t(diff, level=0.95):
-    s = diff.shape[-1]
-    mean = diff.mean(axis=-1)
-    if s < 2:
-        return mean, mean, mean
-    half = t_quantile(0.5 + level / 2, s - 1) * diff.std(axis=-1, ddof=1) / math.sqrt(s)
-    return mean, mean - half, mean + half
-
-
 def _steps(table, size):
     cell = grid(size)[0]
     C = per_checkpoint(table, "kl").shape[0] - 1
@@ -479,7 +470,7 @@ def analyze(table, size: str) -> Analysis:
     C1, S = kl.shape
     det["steps"] = _steps(table, size).tolist()
     ev["kl_decreases"] = Evidence.paired(kl[-1], kl[0], details={"kl_start": kl[0].mean(), "kl_end": kl[-1].mean()})
-    mean, lo, hi = _paired_t(np.diff(kl, axis=0))
+    mean, lo, hi = paired_t(np.diff(kl, axis=0))
     ev["kl_monotone"] = Evidence.count(int((lo > 0).sum()), C1 - 1, seeds=S,
                                        details={"step_mean": mean, "step_lo": lo})
     det["kl_median"] = np.median(kl, 1).tolist()

@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from covsim.experiments.check import Analysis, Check, Control
-from covsim.experiments.rules import Evidence, Observation, Rule, t_quantile
+from covsim.experiments.rules import Evidence, Observation, Rule
 from theory_checks import _figure1 as f1
 
 COV_N, U_SHAPE_N, PASS_N, T_MID = f1.COV_N, f1.U_SHAPE_N, f1.PASS_N, f1.T_MID
@@ -86,22 +86,12 @@ def run_cell(cell: dict, key, num_seeds: int) -> dict:
     return out
 
 
-def _paired_t(diff, level=0.95):
-    """Mean and t-CI of per-seed differences (rows: steps, columns: seeds)."""
-    s = diff.shape[-1]
-    mean = diff.mean(axis=-1)
-    if s < 2:
-        return mean, mean, mean
-    half = t_quantile(0.5 + level / 2, s - 1) * diff.std(axis=-1, ddof=1) / math.sqrt(s)
-    return mean, mean - half, mean + half
-
-
 def analyze(table, size: str) -> Analysis:
     evidence, obs, details = {}, [], {}
     steps, kl = f1.per_checkpoint(table, "kl")
     seeds = kl.shape[1]
     steps_d = np.diff(kl, axis=0)
-    mean, lo, hi = _paired_t(steps_d)
+    mean, lo, hi = f1.paired_t(steps_d)
     wrong = lo > 0
     evidence["kl_monotone"] = Evidence.count(int(wrong.sum()), len(steps_d), seeds=seeds,
                                              details={"step_mean": mean, "step_lo": lo})
